@@ -1,0 +1,123 @@
+"""The report a patrol app posts: its schema, and its resolution into a case summary.
+
+Validation happens here, at the boundary, before anything is stored: marshmallow checks
+the shape (types, lengths, formats); ``summarise`` checks the body against the
+deployment's data (a known category, a known cell, a point inside a cell).
+Errors name the field: ``{"category": ["unknown category 'X'…"]}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from shared.events import MAX_DESCRIPTION, MAX_MEDIA, REPORTER_KINDS
+from shared.grid import GridError
+from shared.reference import ReferenceData
+
+FUTURE_SKEW = timedelta(minutes=5)
+_NOT_BLANK = validate.Regexp(r"\S", error="must not be blank")
+
+
+class ReporterBody(Schema):
+    class Meta:
+        unknown = RAISE
+
+    kind = fields.String(required=True, validate=validate.OneOf(REPORTER_KINDS))
+    id = fields.String(load_default="", validate=validate.Length(max=64))
+    name = fields.String(load_default="", validate=validate.Length(max=64))
+    phone = fields.String(
+        load_default="",
+        validate=validate.Regexp(r"^(\+?[0-9][0-9 -]{4,30})?$", error="not a phone number"),
+    )
+
+
+class ReportBody(Schema):
+    class Meta:
+        unknown = RAISE
+
+    report_id = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$",
+            error="1–64 characters: letters, digits, and . _ : - (not first)",
+        ),
+    )
+    category = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    grid_code = fields.String(validate=validate.Regexp(r"^[0-9]{6,24}$", error="digits only"))
+    lat = fields.Float(validate=validate.Range(-90, 90), allow_nan=False)
+    lng = fields.Float(validate=validate.Range(-180, 180), allow_nan=False)
+    description = fields.String(
+        required=True, validate=[validate.Length(min=1, max=MAX_DESCRIPTION), _NOT_BLANK]
+    )
+    reporter = fields.Nested(ReporterBody, required=True)
+    media_urls = fields.List(
+        fields.Url(schemes={"http", "https"}),
+        load_default=list,
+        validate=validate.Length(max=MAX_MEDIA),
+    )
+    occurred_at = fields.AwareDateTime(load_default=None, allow_none=True)
+
+    @validates_schema
+    def _location(self, data: dict[str, Any], **_: Any) -> None:
+        has_lat, has_lng = "lat" in data, "lng" in data
+        if has_lat != has_lng:
+            missing = "lng" if has_lat else "lat"
+            raise ValidationError({missing: ["give lat and lng together"]})
+        if "grid_code" not in data and not has_lat:
+            raise ValidationError({"grid_code": ["give grid_code, or lat and lng"]})
+
+
+def body_fingerprint(raw: Any) -> str:
+    """A stable hash of the posted JSON, to tell a retry from a different report."""
+    canonical = json.dumps(raw, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def summarise(body: dict[str, Any], ref: ReferenceData, now: datetime) -> dict[str, Any]:
+    """The case summary for a valid body, or ValidationError naming the field at fault."""
+    errors: dict[str, list[str]] = {}
+    category = ref.catalogue.get(body["category"])
+    if category is None:
+        errors["category"] = [
+            f"unknown category {body['category']!r}; GET /api/v1/categories lists them"
+        ]
+    if body.get("occurred_at") and body["occurred_at"] > now + FUTURE_SKEW:
+        errors["occurred_at"] = ["lies in the future"]
+
+    cell = building = None
+    if "grid_code" in body:
+        try:
+            cell, building = ref.grid.cell_for_code(body["grid_code"])
+        except GridError as exc:
+            errors["grid_code"] = [str(exc)]
+    else:
+        cell = ref.grid.locate(body["lat"], body["lng"])
+        if cell is None:
+            msg = f"point ({body['lat']}, {body['lng']}) lies outside every grid cell"
+            errors["lat"] = errors["lng"] = [msg]
+    if errors:
+        raise ValidationError(errors)
+    assert category is not None and cell is not None
+    place = building or cell
+    return {
+        "category": category.code,
+        "category_name": category.name,
+        "description": body["description"].strip(),
+        "location": {
+            "grid_code": cell.code,
+            "grid_name": cell.name,
+            "building_code": building.code if building else None,
+            "path": [n.name for n in place.path()],
+            "lat": body.get("lat"),
+            "lng": body.get("lng"),
+        },
+        "reporter": body["reporter"],
+        "media_urls": body["media_urls"],
+        "occurred_at": body.get("occurred_at"),
+        "reported_at": now,
+    }

@@ -1,0 +1,126 @@
+"""Tables the intake service owns, and the mapping of the case aggregate onto them.
+
+The domain classes in ``cases`` know nothing of SQL; they are mapped imperatively here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from shared.db import JsonColumn, UTCDateTime
+from shared.outbox import IdType, OutboxMixin
+from shared.unit_of_work import InboxMixin
+
+from .cases import Assignment, Case, TimelineEntry
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Outbox(OutboxMixin, Base):
+    __tablename__ = "outbox"
+
+
+class Inbox(InboxMixin, Base):
+    __tablename__ = "inbox"
+
+
+class Report(Base):
+    """Every accepted report, keyed by the client's report_id (the idempotency key).
+    ``seq`` numbers the cases: case id = local date + seq."""
+
+    __tablename__ = "reports"
+
+    seq: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    report_id: Mapped[str] = mapped_column(String(64), unique=True)
+    case_id: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+cases = Table(
+    "cases",
+    Base.metadata,
+    Column("pk", IdType, primary_key=True, autoincrement=True),
+    Column("case_id", String(64), nullable=False, unique=True),
+    Column("state", String(20), nullable=False),
+    Column("category", String(32), nullable=False),
+    Column("grid_code", String(32), nullable=False),
+    Column("building_code", String(32)),
+    Column("lat", Float),
+    Column("lng", Float),
+    Column("description", Text, nullable=False),
+    Column("reporter", JsonColumn, nullable=False),
+    Column("media_urls", JsonColumn, nullable=False),
+    Column("occurred_at", UTCDateTime()),
+    Column("reported_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("tier", String(16)),
+    Column("tier_code", String(32)),
+    Column("escalations", Integer, nullable=False, default=0),
+    Index("ix_cases_state", "state"),
+    Index("ix_cases_grid", "grid_code"),
+    Index("ix_cases_reported", "reported_at"),
+)
+
+assignments = Table(
+    "assignments",
+    Base.metadata,
+    Column("pk", IdType, primary_key=True, autoincrement=True),
+    Column("case_pk", ForeignKey("cases.pk", ondelete="CASCADE"), nullable=False),
+    Column("department", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("report_in_due", UTCDateTime()),
+    Column("resolve_due", UTCDateTime()),
+    Column("dispatched_at", UTCDateTime()),
+    Column("acknowledged_at", UTCDateTime()),
+    Column("resolved_at", UTCDateTime()),
+    Column("note", Text, nullable=False, default=""),
+    Column("media_urls", JsonColumn, nullable=False, default=list),
+    UniqueConstraint("case_pk", "department", name="uq_assignment"),
+    Index("ix_assignments_department", "department", "state"),
+)
+
+timeline = Table(
+    "timeline",
+    Base.metadata,
+    Column("pk", IdType, primary_key=True, autoincrement=True),
+    Column("case_pk", ForeignKey("cases.pk", ondelete="CASCADE"), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("actor", String(100), nullable=False, default=""),
+    Column("reason", Text, nullable=False, default=""),
+    Column("data", JsonColumn, nullable=False, default=dict),
+    Index("ix_timeline_case", "case_pk", "pk"),
+)
+
+Base.registry.map_imperatively(Assignment, assignments, properties={"_pk": assignments.c.pk})
+Base.registry.map_imperatively(TimelineEntry, timeline, properties={"_pk": timeline.c.pk})
+Base.registry.map_imperatively(
+    Case,
+    cases,
+    properties={
+        "_pk": cases.c.pk,
+        "assignments": relationship(
+            Assignment, order_by=assignments.c.pk, cascade="all, delete-orphan", lazy="selectin"
+        ),
+        "timeline": relationship(
+            TimelineEntry, order_by=timeline.c.pk, cascade="all, delete-orphan", lazy="selectin"
+        ),
+    },
+)

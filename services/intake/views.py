@@ -1,0 +1,109 @@
+"""JSON views of cases for the HTTP API, and the query behind the case list."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, exists, func, select
+from sqlalchemy.orm import Session
+
+from .cases import Assignment, Case, TimelineEntry
+from .store import assignments, cases
+
+MAX_PER_PAGE = 100
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def assignment_view(a: Assignment) -> dict[str, Any]:
+    return {
+        "department": a.department,
+        "role": a.role,
+        "state": a.state,
+        "deadlines": {"report_in": _iso(a.report_in_due), "resolve": _iso(a.resolve_due)},
+        "dispatched_at": _iso(a.dispatched_at),
+        "acknowledged_at": _iso(a.acknowledged_at),
+        "resolved_at": _iso(a.resolved_at),
+        "note": a.note,
+        "media_urls": a.media_urls,
+    }
+
+
+def timeline_view(t: TimelineEntry) -> dict[str, Any]:
+    return {"at": _iso(t.at), "kind": t.kind, "actor": t.actor, "reason": t.reason, "data": t.data}
+
+
+def case_summary_view(c: Case) -> dict[str, Any]:
+    return {
+        "case_id": c.case_id,
+        "state": c.state,
+        "tier": c.tier,
+        "tier_code": c.tier_code,
+        "category": c.category,
+        "grid_code": c.grid_code,
+        "building_code": c.building_code,
+        "description": c.description,
+        "reported_at": _iso(c.reported_at),
+        "updated_at": _iso(c.updated_at),
+        "escalations": c.escalations,
+        "departments": [a.department for a in c.assignments],
+    }
+
+
+def case_view(c: Case) -> dict[str, Any]:
+    return {
+        **case_summary_view(c),
+        "location": {
+            "grid_code": c.grid_code,
+            "building_code": c.building_code,
+            "lat": c.lat,
+            "lng": c.lng,
+        },
+        "reporter": c.reporter,
+        "media_urls": c.media_urls,
+        "occurred_at": _iso(c.occurred_at),
+        "assignments": [assignment_view(a) for a in c.assignments],
+        "timeline": [timeline_view(t) for t in c.timeline],
+    }
+
+
+def list_query(*, state: str | None, grid: str | None, department: str | None) -> Select[Any]:
+    q = select(Case)
+    if state:
+        q = q.where(cases.c.state == state)
+    if grid:
+        q = q.where(cases.c.grid_code.startswith(grid, autoescape=True))
+    if department:
+        q = q.where(
+            exists().where(
+                assignments.c.case_pk == cases.c.pk, assignments.c.department == department
+            )
+        )
+    return q
+
+
+def list_cases(
+    session: Session,
+    *,
+    state: str | None,
+    grid: str | None,
+    department: str | None,
+    page: int,
+    per_page: int,
+) -> dict[str, Any]:
+    q = list_query(state=state, grid=grid, department=department)
+    total = session.scalar(select(func.count()).select_from(q.order_by(None).subquery())) or 0
+    rows = session.scalars(
+        q.order_by(cases.c.reported_at.desc(), cases.c.pk.desc())
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
+    return {
+        "items": [case_summary_view(c) for c in rows],
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+    }

@@ -1,0 +1,39 @@
+"""Tables the routing service owns: its decisions, its outbox and its inbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.db import JsonColumn, UTCDateTime
+from shared.outbox import OutboxMixin
+from shared.unit_of_work import InboxMixin
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Outbox(OutboxMixin, Base):
+    __tablename__ = "outbox"
+
+
+class Inbox(InboxMixin, Base):
+    __tablename__ = "inbox"
+
+
+class Decision(Base):
+    """What routing decided for a case, and on which catalogue version."""
+
+    __tablename__ = "decisions"
+
+    case_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    category: Mapped[str] = mapped_column(String(32))
+    tier: Mapped[str] = mapped_column(String(16))
+    tier_code: Mapped[str] = mapped_column(String(32))
+    departments: Mapped[list[Any]] = mapped_column(JsonColumn)
+    catalogue_version: Mapped[str] = mapped_column(String(32))
+    routed_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,145 @@
+"""The category catalogue: departments, component (部件) and event (事件) categories.
+
+Pure domain code, loaded from data (``deploy/demo/catalogue.yaml``). Each minor category
+names its lead department, its assisting departments, the tier it starts at, and its
+report-in and resolve deadlines as durations (see ``shared.calendar.Duration``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.calendar import Duration
+from shared.grid import CANONICAL_LEVELS
+
+FAMILIES = {"component": "部件", "event": "事件"}
+STARTING_TIERS = tuple(t for t in CANONICAL_LEVELS if t != "building")
+
+
+class CatalogueError(ValueError):
+    """The catalogue data is inconsistent."""
+
+
+@dataclass(frozen=True)
+class Department:
+    code: str
+    name: str
+    name_en: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "name": self.name, "name_en": self.name_en}
+
+
+@dataclass(frozen=True)
+class Category:
+    code: str
+    name: str
+    family: str
+    major_code: str
+    major_name: str
+    lead: str
+    assist: tuple[str, ...]
+    tier: str
+    report_in: Duration
+    resolve: Duration
+    name_en: str = ""
+
+    @property
+    def departments(self) -> tuple[str, ...]:
+        return (self.lead, *self.assist)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "name": self.name,
+            "name_en": self.name_en,
+            "family": self.family,
+            "family_name": FAMILIES[self.family],
+            "major": {"code": self.major_code, "name": self.major_name},
+            "lead": self.lead,
+            "assist": list(self.assist),
+            "tier": self.tier,
+            "deadlines": {
+                "report_in": self.report_in.as_dict(),
+                "resolve": self.resolve.as_dict(),
+            },
+        }
+
+
+class Catalogue:
+    def __init__(
+        self,
+        version: str,
+        departments: Mapping[str, Department],
+        categories: Mapping[str, Category],
+    ) -> None:
+        self.version = version
+        self.departments = dict(departments)
+        self.categories = dict(categories)
+
+    def __contains__(self, code: str) -> bool:
+        return code in self.categories
+
+    def get(self, code: str) -> Category | None:
+        return self.categories.get(code)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Catalogue:
+        departments: dict[str, Department] = {}
+        for d in data["departments"]:
+            dept = Department(
+                code=str(d["code"]), name=str(d["name"]), name_en=str(d.get("name_en", ""))
+            )
+            if dept.code in departments:
+                raise CatalogueError(f"duplicate department {dept.code}")
+            departments[dept.code] = dept
+
+        categories: dict[str, Category] = {}
+        for fam in data["families"]:
+            family = str(fam["family"])
+            if family not in FAMILIES:
+                raise CatalogueError(f"unknown family {family!r}; use one of {sorted(FAMILIES)}")
+            for major in fam["majors"]:
+                for m in major["minors"]:
+                    cat = _category(m, family, major, departments)
+                    if cat.code in categories:
+                        raise CatalogueError(f"duplicate category {cat.code}")
+                    categories[cat.code] = cat
+        return cls(str(data.get("version", "")), departments, categories)
+
+
+def _category(
+    m: Mapping[str, Any],
+    family: str,
+    major: Mapping[str, Any],
+    departments: Mapping[str, Department],
+) -> Category:
+    code = str(m["code"])
+    if not isinstance(m.get("assist", []), list):
+        raise CatalogueError(f"category {code}: assist must be a list of department codes")
+    try:
+        cat = Category(
+            code=code,
+            name=str(m["name"]),
+            name_en=str(m.get("name_en", "")),
+            family=family,
+            major_code=str(major["code"]),
+            major_name=str(major["name"]),
+            lead=str(m["lead"]),
+            assist=tuple(str(a) for a in m.get("assist", ())),
+            tier=str(m["tier"]),
+            report_in=Duration.parse(str(m["report_in"])),
+            resolve=Duration.parse(str(m["resolve"])),
+        )
+    except (KeyError, ValueError) as exc:
+        raise CatalogueError(f"category {code}: {exc}") from exc
+    for dept in cat.departments:
+        if dept not in departments:
+            raise CatalogueError(f"category {code}: unknown department {dept!r}")
+    if cat.lead in cat.assist:
+        raise CatalogueError(f"category {code}: the lead {cat.lead} cannot also assist")
+    if cat.tier not in STARTING_TIERS:
+        raise CatalogueError(f"category {code}: tier must be one of {STARTING_TIERS}")
+    return cat

@@ -1,0 +1,115 @@
+"""Database engines and column types shared by every service's store.
+
+Each service owns its tables. On SQLite (the default) each service has its own file
+``var/<service>.db``; on PostgreSQL (``DATABASE_URL``) each service has its own schema
+in one database, so table names never collide and ownership stays visible.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import make_url
+from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger(__name__)
+
+JsonColumn = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def service_database_url(service: str, database_url: str | None, var_dir: str | Path) -> str:
+    """The URL a service uses: ``database_url`` if given, else its own SQLite file."""
+    if database_url:
+        return database_url
+    path = Path(var_dir).resolve() / f"{service}.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _green_psycopg() -> None:
+    """Let psycopg2 yield to other green threads while it waits on the server."""
+    try:
+        from eventlet import patcher
+    except ImportError:  # pragma: no cover - eventlet is a dependency
+        return
+    if patcher.is_monkey_patched("socket"):
+        from psycogreen.eventlet import patch_psycopg
+
+        patch_psycopg()
+
+
+def make_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> Engine:
+    """An engine for one service. ``schema`` places its tables in a PostgreSQL schema."""
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        # One connection per process: SQLite has one writer anyway, and serialising on the
+        # pool (a green wait) is better than blocking the whole hub in sqlite's busy loop.
+        engine = create_engine(
+            u,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=60,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+        _sqlite_pragmas(engine)
+        return engine
+    if u.get_backend_name() == "postgresql":
+        if u.drivername == "postgresql":
+            u = u.set(drivername="postgresql+psycopg2")
+        _green_psycopg()
+        engine = create_engine(u, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        if schema:
+            with engine.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            engine = engine.execution_options(schema_translate_map={None: schema})
+        return engine
+    raise ValueError(f"unsupported database {u.get_backend_name()!r}; use sqlite or postgresql")
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")  # a 2xx means the report is on disk
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    metadata.create_all(engine)
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"

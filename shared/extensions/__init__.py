@@ -1,0 +1,1 @@
+"""nameko extensions: the only place where gridflow's plumbing meets nameko."""

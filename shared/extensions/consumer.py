@@ -1,0 +1,293 @@
+"""``@event_handler``: a nameko entrypoint that consumes gridflow events reliably.
+
+Unlike nameko's own ``@event_handler`` (classic queues, ack even when the handler raised):
+
+- it consumes the service's durable quorum queue (see ``shared.amqp.topology``);
+- it validates every message against the event catalogue before any handler sees it;
+  a message that is not a valid event is dead-lettered with the reason, never retried;
+- it hands a handler *batches* of events (up to ``GRIDFLOW_BATCH_SIZE``, waiting at most
+  ``GRIDFLOW_BATCH_LINGER_MS``), so one transaction and one confirm round trip serve many;
+- it acks only after the handler returned, i.e. after its transaction committed;
+- when a batch fails, each event is retried on its own, so one poison event cannot hold
+  back the rest; a failing event is retried with backoff through ``gridflow.retry.<n>s``
+  and dead-lettered after ``GRIDFLOW_MAX_ATTEMPTS``. Infrastructure errors (database or
+  broker unreachable) are retried without limit: the event is fine, the world is not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import eventlet
+import kombu
+from amqp.exceptions import ConnectionError as AmqpConnectionError
+from nameko.exceptions import ContainerBeingKilled
+from nameko.extensions import Entrypoint
+from nameko.messaging import QueueConsumer
+from sqlalchemy import exc as sa_exc
+
+from shared.amqp import topology as topo
+from shared.amqp.publisher import OutgoingMessage, PublishError
+from shared.config import Settings
+from shared.events import Event, InvalidEvent, decode_event
+from shared.extensions.broker import BrokerPublisher
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    sa_exc.DisconnectionError,
+    PublishError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class PoisonEvent(Exception):
+    """Raised by a handler for an event that can never succeed (impossible values).
+
+    The event is dead-lettered at once with this exception's message as the reason.
+    """
+
+
+class EventQueueConsumer(QueueConsumer):
+    """One kombu consumer per queue; messages go to the handler registered for their type."""
+
+    broker = BrokerPublisher()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._active: dict[str, dict[str, EventHandler]] = {}  # queue -> type -> handler
+        self._known: dict[str, set[str]] = {}  # every type ever registered per queue
+
+    @property
+    def prefetch_count(self) -> int:
+        return Settings.from_config(self.container.config).prefetch
+
+    def register_provider(self, provider: EventHandler) -> None:  # type: ignore[override]
+        super().register_provider(provider)
+        handlers = self._active.setdefault(provider.queue_name, {})
+        for t in provider.event_types:
+            if t in handlers:
+                raise ValueError(f"two handlers for {t} on {provider.queue_name}")
+            handlers[t] = provider
+        self._known.setdefault(provider.queue_name, set()).update(provider.event_types)
+
+    def get_consumers(self, consumer_cls: Callable[..., Any], channel: Any) -> Any:
+        topo.declare(channel, self.broker.departments)
+        self._consumers = {}
+        for queue_name in self._active:
+            consumer = consumer_cls(
+                queues=[kombu.Queue(queue_name, no_declare=True)],
+                on_message=partial(self._on_message, queue_name),
+                auto_declare=False,
+            )
+            consumer.qos(prefetch_count=self.prefetch_count)
+            self._consumers[queue_name] = consumer
+        return self._consumers.values()
+
+    def _cancel_consumers_if_requested(self) -> None:
+        requests, self._pending_remove_providers = self._pending_remove_providers, {}
+        for provider, removed_event in requests.items():
+            provider.flush()
+            handlers = self._active.get(provider.queue_name, {})
+            for t in provider.event_types:
+                handlers.pop(t, None)
+            if not handlers:
+                self._active.pop(provider.queue_name, None)
+                consumer = self._consumers.pop(provider.queue_name, None)
+                if consumer is not None:
+                    consumer.cancel()
+            removed_event.send()
+
+    # -- messages --------------------------------------------------------------------------
+    def _on_message(self, queue_name: str, message: Any) -> None:
+        try:
+            event = decode_event(message.body)
+        except InvalidEvent as exc:
+            self.dead_letter(queue_name, message, str(exc))
+            return
+        handler = self._active.get(queue_name, {}).get(event.type)
+        if handler is None:
+            if event.type in self._known.get(queue_name, ()):
+                self.requeue(message)  # its handler is stopping; another instance will take it
+            else:
+                self.dead_letter(
+                    queue_name, message, f"no handler for {event.type} on {queue_name}"
+                )
+            return
+        handler.add(event, message)
+
+    def ack(self, message: Any) -> None:
+        self.ack_message(message)
+
+    def requeue(self, message: Any) -> None:
+        self.requeue_message(message)
+
+    def _republish(
+        self, message: Any, exchange: str, routing_key: str, headers: dict[str, Any]
+    ) -> bool:
+        props = message.properties or {}
+        original = dict(message.headers or {})
+        info = message.delivery_info or {}
+        original.setdefault(topo.H_EXCHANGE, info.get("exchange", ""))
+        original.setdefault(topo.H_ROUTING_KEY, info.get("routing_key", ""))
+        original.update(headers)
+        outgoing = OutgoingMessage(
+            exchange=exchange,
+            routing_key=routing_key,
+            body=message.body if isinstance(message.body, bytes) else str(message.body).encode(),
+            message_id=str(props.get("message_id") or ""),
+            type=str(props.get("type") or ""),
+            headers=original,
+            content_type=message.content_type or "application/json",
+        )
+        try:
+            failed = self.broker.publisher.publish([outgoing])
+        except PublishError as exc:
+            log.warning("cannot republish; message requeued", extra={"error": str(exc)})
+            self.requeue(message)
+            return False
+        if failed:
+            self.requeue(message)
+            return False
+        self.ack(message)
+        return True
+
+    def dead_letter(self, queue_name: str, message: Any, reason: str) -> None:
+        log.error(
+            "dead-lettering message",
+            extra={
+                "queue": queue_name,
+                "reason": reason,
+                "message_id": (message.properties or {}).get("message_id"),
+            },
+        )
+        self._republish(
+            message,
+            topo.DLX,
+            queue_name,
+            {
+                topo.H_REASON: reason[:1000],
+                topo.H_QUEUE: queue_name,
+                topo.H_FAILED_AT: datetime.now(UTC).isoformat(),
+                topo.H_SERVICE: self.container.service_name,
+            },
+        )
+
+    def retry(self, queue_name: str, message: Any, attempts: int, reason: str) -> None:
+        delay = topo.retry_delay(attempts)
+        log.warning(
+            "handler failed; retrying",
+            extra={
+                "queue": queue_name,
+                "attempt": attempts,
+                "retry_in_s": delay,
+                "reason": reason,
+                "message_id": (message.properties or {}).get("message_id"),
+            },
+        )
+        self._republish(
+            message,
+            topo.retry_exchange(delay),
+            queue_name,
+            {
+                topo.H_ATTEMPTS: attempts,
+                topo.H_REASON: reason[:1000],
+            },
+        )
+
+
+class EventHandler(Entrypoint):
+    """Entrypoint: ``@event_handler("case.routed", ...)`` on a method taking ``list[Event]``."""
+
+    queue_consumer = EventQueueConsumer()
+
+    def __init__(self, *event_types: str, queue: str | None = None, **kwargs: Any) -> None:
+        self.event_types = event_types
+        self._queue = queue
+        self._buffer: list[tuple[Event, Any]] = []
+        self._timer: Any = None
+        kwargs.setdefault("expected_exceptions", (PoisonEvent, *TRANSIENT_ERRORS))
+        super().__init__(**kwargs)
+
+    @property
+    def queue_name(self) -> str:
+        return self._queue or topo.service_queue(self.container.service_name)
+
+    def setup(self) -> None:
+        settings = Settings.from_config(self.container.config)
+        self.batch_size = settings.batch_size
+        self.linger_s = settings.batch_linger_ms / 1000
+        self.max_attempts = settings.max_attempts
+        self.queue_consumer.register_provider(self)
+
+    def stop(self) -> None:
+        self.queue_consumer.unregister_provider(self)
+        super().stop()
+
+    # -- batching --------------------------------------------------------------------------
+    def add(self, event: Event, message: Any) -> None:
+        self._buffer.append((event, message))
+        if len(self._buffer) >= self.batch_size:
+            self.flush()
+        elif self._timer is None:
+            self._timer = eventlet.spawn_after(self.linger_s, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        items, self._buffer = self._buffer, []
+        if items:
+            self._spawn(items)
+
+    def _spawn(self, items: list[tuple[Event, Any]]) -> None:
+        events = [e for e, _ in items]
+        try:
+            self.container.spawn_worker(
+                self, (events,), {}, handle_result=partial(self._handle_result, items)
+            )
+        except ContainerBeingKilled:
+            for _, message in items:
+                self.queue_consumer.requeue(message)
+
+    # -- outcome ---------------------------------------------------------------------------
+    def _handle_result(
+        self, items: list[tuple[Event, Any]], worker_ctx: Any, result: Any, exc_info: Any
+    ) -> tuple[Any, Any]:
+        qc = self.queue_consumer
+        if exc_info is None:
+            for _, message in items:
+                qc.ack(message)
+        elif len(items) > 1:
+            for item in items:  # find the culprit: every event on its own
+                self._spawn([item])
+        else:
+            self._fail(items[0][1], exc_info[1])
+        return result, exc_info
+
+    def _fail(self, message: Any, exc: BaseException) -> None:
+        qc = self.queue_consumer
+        reason = f"{type(exc).__name__}: {exc}"
+        attempts = int((message.headers or {}).get(topo.H_ATTEMPTS, 0)) + 1
+        try:
+            if isinstance(exc, PoisonEvent):
+                qc.dead_letter(self.queue_name, message, reason)
+            elif isinstance(exc, TRANSIENT_ERRORS):
+                qc.retry(self.queue_name, message, attempts, reason)
+            elif attempts >= self.max_attempts:
+                qc.dead_letter(self.queue_name, message, f"failed {attempts} times; last: {reason}")
+            else:
+                qc.retry(self.queue_name, message, attempts, reason)
+        except AmqpConnectionError:
+            pass  # the channel is gone; the broker redelivers the message
+
+
+event_handler = EventHandler.decorator

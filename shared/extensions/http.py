@@ -1,0 +1,109 @@
+"""``@json_http``: nameko's HTTP entrypoint speaking JSON, errors included.
+
+A handler returns ``(status, payload)`` or a payload (200). Errors become JSON bodies:
+
+- ``ApiError`` subclasses carry their status (400, 404, 409, 413, 422 …);
+- marshmallow's ``ValidationError`` is a 422 with ``{"errors": {field: [message, …]}}``;
+- a database or broker that cannot be reached is a 503: nothing was kept;
+- anything else is a 500 with a reference to the log line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from marshmallow import ValidationError
+from nameko.web.handlers import HttpRequestHandler
+from sqlalchemy import exc as sa_exc
+from werkzeug.wrappers import Request, Response
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 256 * 1024
+
+
+class ApiError(Exception):
+    status = 400
+
+    def __init__(self, errors: dict[str, list[str]] | str, status: int | None = None) -> None:
+        if isinstance(errors, str):
+            errors = {"_request": [errors]}
+        self.errors = errors
+        if status is not None:
+            self.status = status
+        super().__init__(json.dumps(errors, ensure_ascii=False))
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class Unavailable(ApiError):
+    status = 503
+
+
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        json.dumps(payload, ensure_ascii=False, default=str),
+        status=status,
+        headers=headers,
+        mimetype="application/json",
+    )
+
+
+def read_json(request: Request) -> Any:
+    """The request's JSON body, or an ApiError naming what is wrong with it."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ApiError(f"body larger than {MAX_BODY_BYTES} bytes", status=413)
+    raw = request.get_data()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(f"body larger than {MAX_BODY_BYTES} bytes", status=413)
+    if not raw:
+        raise ApiError({"_body": ["a JSON body is required"]})
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError({"_body": [f"not valid JSON: {exc}"]}) from exc
+
+
+class JsonHttpHandler(HttpRequestHandler):
+    def __init__(self, method: str, url: str, **kwargs: Any) -> None:
+        kwargs.setdefault("expected_exceptions", (ApiError, ValidationError))
+        super().__init__(method, url, **kwargs)
+
+    def response_from_result(self, result: Any) -> Response:
+        if isinstance(result, Response):
+            return result
+        if isinstance(result, tuple):
+            status, payload = result
+            return json_response(payload, status)
+        return json_response(result)
+
+    def response_from_exception(self, exc: BaseException) -> Response:
+        if isinstance(exc, ApiError):
+            return json_response({"errors": exc.errors}, exc.status)
+        if isinstance(exc, ValidationError):
+            messages = exc.messages if isinstance(exc.messages, dict) else {"_body": exc.messages}
+            return json_response({"errors": messages}, 422)
+        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+            log.error("storage unavailable", extra={"error": str(exc)})
+            return json_response(
+                {"errors": {"_service": ["storage is unavailable; nothing was kept, try again"]}},
+                503,
+                {"Retry-After": "5"},
+            )
+        ref = uuid.uuid4().hex[:12]
+        log.error("unhandled error in HTTP handler", extra={"ref": ref, "error": repr(exc)})
+        return json_response({"errors": {"_service": [f"internal error (ref {ref})"]}}, 500)
+
+
+json_http = JsonHttpHandler.decorator

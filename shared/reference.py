@@ -1,0 +1,44 @@
+"""Reference data a deployment ships as files: the grid, the catalogue and the calendar.
+
+``GRIDFLOW_DATA_DIR`` (default ``deploy/demo``) holds ``district.yaml``, ``catalogue.yaml``
+and ``calendar.yaml``. Each service loads them once at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from shared.calendar import WorkCalendar
+from shared.catalogue import Catalogue
+from shared.grid import GridRegistry
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    grid: GridRegistry
+    catalogue: Catalogue
+    calendar: WorkCalendar
+    source: Path
+
+
+def _read(path: Path) -> dict:
+    with path.open(encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+@lru_cache(maxsize=8)
+def load_reference(data_dir: str | Path) -> ReferenceData:
+    root = Path(data_dir)
+    try:
+        return ReferenceData(
+            grid=GridRegistry.from_dict(_read(root / "district.yaml")),
+            catalogue=Catalogue.from_dict(_read(root / "catalogue.yaml")),
+            calendar=WorkCalendar.from_dict(_read(root / "calendar.yaml")),
+            source=root,
+        )
+    except FileNotFoundError as exc:
+        raise SystemExit(f"reference data missing: {exc.filename} (set GRIDFLOW_DATA_DIR)") from exc
