@@ -44,8 +44,12 @@ def main(argv: list[str] | None = None) -> None:
         prog="gridflow run", description="Run one gridflow service in the foreground."
     )
     parser.add_argument("service", choices=sorted(SERVICES))
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                        help=f"nameko YAML config (default: {DEFAULT_CONFIG})")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"nameko YAML config (default: {DEFAULT_CONFIG})",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("GRIDFLOW_SERVICE", args.service)
     config = load_config(args.config)

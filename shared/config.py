@@ -16,7 +16,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 
 
-def _get(config: Mapping[str, Any], key: str, default: Any) -> Any:
+def setting(config: Mapping[str, Any], key: str, default: Any) -> Any:
     value = config.get(key)
     if value in (None, ""):
         value = os.environ.get(key)
@@ -41,19 +41,19 @@ class Settings:
     def from_config(cls, config: Mapping[str, Any], service: str | None = None) -> Settings:
         db_url = None
         if service:
-            db_url = _get(config, f"{service.upper()}_DATABASE_URL", None)
+            db_url = setting(config, f"{service.upper()}_DATABASE_URL", None)
         return cls(
-            amqp_uri=str(_get(config, "AMQP_URI", DEFAULT_AMQP_URI)),
-            database_url=db_url or _get(config, "DATABASE_URL", None),
-            var_dir=Path(_get(config, "GRIDFLOW_VAR_DIR", PROJECT_ROOT / "var")),
-            data_dir=Path(_get(config, "GRIDFLOW_DATA_DIR", PROJECT_ROOT / "deploy" / "demo")),
-            public_url=str(_get(config, "GRIDFLOW_PUBLIC_URL", "http://127.0.0.1:8000")).rstrip(
+            amqp_uri=str(setting(config, "AMQP_URI", DEFAULT_AMQP_URI)),
+            database_url=db_url or setting(config, "DATABASE_URL", None),
+            var_dir=Path(setting(config, "GRIDFLOW_VAR_DIR", PROJECT_ROOT / "var")),
+            data_dir=Path(setting(config, "GRIDFLOW_DATA_DIR", PROJECT_ROOT / "deploy" / "demo")),
+            public_url=str(setting(config, "GRIDFLOW_PUBLIC_URL", "http://127.0.0.1:8000")).rstrip(
                 "/"
             ),
-            prefetch=int(_get(config, "GRIDFLOW_PREFETCH", 200)),
-            batch_size=int(_get(config, "GRIDFLOW_BATCH_SIZE", 100)),
-            batch_linger_ms=int(_get(config, "GRIDFLOW_BATCH_LINGER_MS", 2)),
-            relay_batch=int(_get(config, "GRIDFLOW_RELAY_BATCH", 500)),
-            max_attempts=int(_get(config, "GRIDFLOW_MAX_ATTEMPTS", 6)),
-            poll_interval_s=float(_get(config, "GRIDFLOW_POLL_INTERVAL_S", 1.0)),
+            prefetch=int(setting(config, "GRIDFLOW_PREFETCH", 200)),
+            batch_size=int(setting(config, "GRIDFLOW_BATCH_SIZE", 100)),
+            batch_linger_ms=int(setting(config, "GRIDFLOW_BATCH_LINGER_MS", 2)),
+            relay_batch=int(setting(config, "GRIDFLOW_RELAY_BATCH", 500)),
+            max_attempts=int(setting(config, "GRIDFLOW_MAX_ATTEMPTS", 6)),
+            poll_interval_s=float(setting(config, "GRIDFLOW_POLL_INTERVAL_S", 1.0)),
         )

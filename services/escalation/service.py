@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from nameko.timer import timer
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -19,6 +18,7 @@ from shared.events import Event, make_event
 from shared.extensions.consumer import event_handler
 from shared.extensions.context import ClockProvider, Reference
 from shared.extensions.store import Store
+from shared.extensions.ticker import ticker
 from shared.unit_of_work import UnitOfWork
 
 from . import clocks
@@ -73,7 +73,7 @@ class EscalationService:
                         row.state = clocks.STOPPED
                     row.stopped_at = ev.data["at"]
 
-    @timer(interval=TICK_SECONDS)
+    @ticker("GRIDFLOW_TICK_S", default=TICK_SECONDS)
     def tick(self) -> int:
         """Fire every clock that is due now; returns how many fired."""
         now = self.clock.now()

@@ -1,0 +1,105 @@
+"""``gridflow``: run the services, subscribe as a department, declare the broker topology."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from gridflow import SERVICES
+
+DEFAULT_AMQP = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gridflow",
+        description="gridflow: report → route → escalate → dispatch for grid governance.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser(
+        "up",
+        help="run every service (the demo district by default)",
+        description="Run all services as separate processes; restart crashes; "
+        "Ctrl-C stops them all.",
+    )
+    up.add_argument(
+        "--services",
+        nargs="+",
+        choices=sorted(SERVICES),
+        metavar="SERVICE",
+        help=f"only these ({', '.join(sorted(SERVICES))})",
+    )
+
+    run = sub.add_parser(
+        "run",
+        help="run one service in the foreground",
+        description="Run one service in this terminal (JSON logs on stderr).",
+    )
+    run.add_argument("service", choices=sorted(SERVICES))
+    run.add_argument("--config", help="nameko YAML config (default deploy/config/gridflow.yaml)")
+
+    s = sub.add_parser(
+        "subscribe",
+        help="consume a department's dispatch queue (reference client)",
+        description="Consume dispatch.<department> with pika: print each message or forward it "
+        "to a URL, dropping duplicate message ids, acking only after handling.",
+    )
+    s.add_argument("--department", required=True, help="department code, e.g. urban_mgmt")
+    s.add_argument(
+        "--forward",
+        metavar="URL",
+        help="POST each message to URL; retried with backoff until it answers 2xx",
+    )
+    s.add_argument("--amqp-uri", default=DEFAULT_AMQP, help="broker URL (default $AMQP_URI)")
+    s.add_argument("--prefetch", type=int, default=10, help="unacked messages in flight")
+    s.add_argument("--json", action="store_true", help="print the full JSON of each message")
+    s.add_argument("--max-messages", type=int, help="exit after this many messages")
+
+    t = sub.add_parser(
+        "topology",
+        help="declare every exchange and queue on the broker",
+        description="Declare gridflow's exchanges, queues and bindings "
+        "(idempotent; every service also does this at start).",
+    )
+    t.add_argument("--amqp-uri", default=DEFAULT_AMQP, help="broker URL (default $AMQP_URI)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        extra = ["--config", args.config] if args.config else []
+        cmd = [sys.executable, "-m", "gridflow.run_service", args.service, *extra]
+        os.execv(sys.executable, cmd)
+    if args.command == "up":
+        from gridflow import supervisor
+
+        return supervisor.main(args)
+    if args.command == "subscribe":
+        from gridflow import department_client
+
+        return department_client.main(args)
+    if args.command == "topology":
+        return _topology(args.amqp_uri)
+    return 2
+
+
+def _topology(amqp_uri: str) -> int:
+    import kombu
+
+    from shared.amqp import topology
+    from shared.config import Settings
+    from shared.reference import load_reference
+
+    departments = sorted(load_reference(Settings.from_config({}).data_dir).catalogue.departments)
+    with kombu.Connection(amqp_uri, connect_timeout=5) as conn:
+        topology.declare(conn.channel(), departments)
+    for spec in topology.queues(departments):
+        print(spec.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Helpers shared by the service and end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import kombu
+from nameko.testing.services import replace_dependencies
+
+from shared.clock import FakeClock
+
+PG_ADMIN_URL = os.environ.get(
+    "GRIDFLOW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+TEST_BACKENDS = [
+    b.strip()
+    for b in os.environ.get("GRIDFLOW_TEST_DATABASES", "sqlite,postgresql").split(",")
+    if b.strip()
+]
+DEMO_CELL = "511802001001101"  # 通工小区, 桐梓林社区, 青江街道
+DEMO_BUILDING = "511802001001101001"
+
+T = TypeVar("T")
+
+
+def wait_for(
+    fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"
+) -> T:
+    """Poll ``fn`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}")
+
+
+def report(report_id: str, category: str = "E0402", **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "report_id": report_id,
+        "category": category,
+        "grid_code": DEMO_CELL,
+        "description": "消防通道被私家车堵塞",
+        "reporter": {
+            "kind": "grid_worker",
+            "id": "gw-0001",
+            "name": "邓海燕",
+            "phone": "13800000001",
+        },
+    }
+    body.update(overrides)
+    return body
+
+
+def start_services(
+    container_factory: Any,
+    config: dict[str, Any],
+    *service_classes: type,
+    clock: FakeClock | None = None,
+) -> dict[str, Any]:
+    """Start services in this process, sharing one fake clock when given."""
+    containers = {}
+    for cls in service_classes:
+        container = container_factory(cls, config)
+        if clock is not None:
+            replace_dependencies(container, clock=clock)
+        container.start()
+        containers[cls.name] = container
+    return containers
+
+
+def get_messages(amqp_uri: str, queue: str, *, max_count: int = 1000) -> list[Any]:
+    """Take every message now in ``queue`` (acked), as py-amqp messages."""
+    out = []
+    with kombu.Connection(amqp_uri) as conn:
+        channel = conn.channel()
+        while len(out) < max_count:
+            msg = channel.basic_get(queue, no_ack=True)
+            if msg is None:
+                break
+            out.append(msg)
+    return out
+
+
+def message_json(msg: Any) -> dict[str, Any]:
+    return json.loads(msg.body)
+
+
+def queue_depth(amqp_uri: str, queue: str) -> int:
+    with kombu.Connection(amqp_uri) as conn:
+        return conn.channel().queue_declare(queue, passive=True).message_count
