@@ -67,6 +67,20 @@ class ConfirmingPublisher:
         self._by_message_id: dict[str, int] = {}
 
     # -- connection ------------------------------------------------------------------------
+    def connect(self) -> None:
+        """Connect now (and declare, via ``on_connect``) instead of at the first publish."""
+        with self._lock:
+            try:
+                self._ensure_connected()
+            except (OSError, amqp.exceptions.AMQPError, kombu.exceptions.KombuError) as exc:
+                self._reset()
+                raise PublishError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _ensure_connected(self) -> None:
+        if self._conn is None or not self._conn.connected:
+            self._reset()
+            self._connect()
+
     def _connect(self) -> None:
         conn = kombu.Connection(self.amqp_uri, heartbeat=0, connect_timeout=5)
         conn.connect()
@@ -129,9 +143,7 @@ class ConfirmingPublisher:
                 raise PublishError(f"{type(exc).__name__}: {exc}") from exc
 
     def _publish(self, messages: Sequence[OutgoingMessage]) -> dict[int, str]:
-        if self._conn is None or not self._conn.connected:
-            self._reset()
-            self._connect()
+        self._ensure_connected()
         channel = self._channel
         self._pending.clear()
         self._failed = {}

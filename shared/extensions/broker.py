@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from nameko.extensions import SharedExtension
 
 from shared.amqp import topology
-from shared.amqp.publisher import ConfirmingPublisher
+from shared.amqp.publisher import ConfirmingPublisher, PublishError
 from shared.config import Settings
 from shared.reference import load_reference
+
+log = logging.getLogger(__name__)
 
 
 class BrokerPublisher(SharedExtension):
@@ -28,6 +31,15 @@ class BrokerPublisher(SharedExtension):
             settings.amqp_uri, on_connect=declare, app_id=f"gridflow.{self.container.service_name}"
         )
         self.departments = departments
+
+    def start(self) -> None:
+        try:
+            self.publisher.connect()  # declare the topology before the first event, not during
+        except PublishError as exc:
+            log.warning(
+                "broker not reachable at start; will connect on first publish",
+                extra={"error": str(exc)},
+            )
 
     def stop(self) -> None:
         self.publisher.close()
