@@ -173,7 +173,7 @@ def test_report_reaches_departments_and_the_loop_closes(
 class _Hook(http.server.BaseHTTPRequestHandler):
     received: list[tuple[dict[str, str], bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         _Hook.received.append((dict(self.headers), body))
         self.send_response(204)
