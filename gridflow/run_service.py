@@ -15,11 +15,13 @@ import argparse  # noqa: E402
 import importlib  # noqa: E402
 import logging.config  # noqa: E402
 import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import yaml  # noqa: E402
 from nameko.cli.main import setup_yaml_parser  # noqa: E402
-from nameko.cli.run import run  # noqa: E402
+from nameko.runners import ServiceRunner  # noqa: E402
 
 from gridflow import SERVICES  # noqa: E402
 from shared.config import PROJECT_ROOT  # noqa: E402
@@ -56,8 +58,33 @@ def main(argv: list[str] | None = None) -> None:
     logging.config.dictConfig(
         logging_config(args.service, os.environ.get("GRIDFLOW_LOG_LEVEL", "INFO"))
     )
-    logging.getLogger("gridflow").info("starting", extra={"pid": os.getpid()})
-    run([service_class(args.service)], config)
+    log = logging.getLogger("gridflow")
+    log.info("starting", extra={"pid": os.getpid()})
+    sys.exit(run(service_class(args.service), config, log))
+
+
+def run(cls: type, config: dict, log: logging.Logger) -> int:
+    """Run until SIGTERM or Ctrl-C (graceful stop); a second signal kills at once."""
+    runner = ServiceRunner(config)
+    runner.add_service(cls)
+    signals = 0
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal signals
+        signals += 1
+        log.info("stopping" if signals == 1 else "killing", extra={"signal": signum})
+        eventlet.spawn_n(runner.stop if signals == 1 else runner.kill)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runner.start()
+    try:
+        runner.wait()
+    except Exception:
+        log.exception("service died")
+        return 1
+    log.info("stopped")
+    return 0
 
 
 if __name__ == "__main__":

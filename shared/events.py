@@ -297,6 +297,10 @@ def make_event(
 ) -> Event:
     """Build an event, validating ``data`` against its schema. Raises InvalidEvent."""
     spec = spec_for(type_, public=public)
+    if at.tzinfo is None:
+        raise InvalidEvent(f"{type_}: occurred_at must be timezone-aware")
+    if not 0 < len(case_id) <= 64 or (event_id is not None and not 0 < len(event_id) <= 64):
+        raise InvalidEvent(f"{type_}: case_id and event_id must be 1–64 characters")
     schema = _schema(type_, public)
     try:
         loaded = schema.load(schema.dump(data))

@@ -20,7 +20,7 @@ from shared.grid import GridError
 from shared.reference import ReferenceData
 
 FUTURE_SKEW = timedelta(minutes=5)
-_NOT_BLANK = validate.Regexp(r"\S", error="must not be blank")
+NOT_BLANK = validate.Regexp(r"\s*\S", error="must not be blank")
 
 
 class ReporterBody(Schema):
@@ -32,7 +32,7 @@ class ReporterBody(Schema):
     name = fields.String(load_default="", validate=validate.Length(max=64))
     phone = fields.String(
         load_default="",
-        validate=validate.Regexp(r"^(\+?[0-9][0-9 -]{4,30})?$", error="not a phone number"),
+        validate=validate.Regexp(r"^(\+?[0-9][0-9 -]{4,30})?\Z", error="not a phone number"),
     )
 
 
@@ -43,16 +43,16 @@ class ReportBody(Schema):
     report_id = fields.String(
         required=True,
         validate=validate.Regexp(
-            r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$",
+            r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z",
             error="1–64 characters: letters, digits, and . _ : - (not first)",
         ),
     )
     category = fields.String(required=True, validate=validate.Length(min=1, max=32))
-    grid_code = fields.String(validate=validate.Regexp(r"^[0-9]{6,24}$", error="digits only"))
+    grid_code = fields.String(validate=validate.Regexp(r"^[0-9]{6,24}\Z", error="digits only"))
     lat = fields.Float(validate=validate.Range(-90, 90), allow_nan=False)
     lng = fields.Float(validate=validate.Range(-180, 180), allow_nan=False)
     description = fields.String(
-        required=True, validate=[validate.Length(min=1, max=MAX_DESCRIPTION), _NOT_BLANK]
+        required=True, validate=[validate.Length(min=1, max=MAX_DESCRIPTION), NOT_BLANK]
     )
     reporter = fields.Nested(ReporterBody, required=True)
     media_urls = fields.List(

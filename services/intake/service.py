@@ -37,7 +37,7 @@ class ResolveBody(Schema):
         required=True,
         validate=[
             validate.Length(min=1, max=MAX_DESCRIPTION),
-            validate.Regexp(r"\S", error="must not be blank"),
+            reports.NOT_BLANK,
         ],
     )
     media_urls = fields.List(
@@ -49,7 +49,7 @@ class ResolveBody(Schema):
 
 class CaseListQuery(Schema):
     state = fields.String(validate=validate.OneOf(CaseState.ALL))
-    grid = fields.String(validate=validate.Regexp(r"^[0-9]{1,24}$", error="digits only"))
+    grid = fields.String(validate=validate.Regexp(r"^[0-9]{1,24}\Z", error="digits only"))
     department = fields.String(validate=validate.Length(max=64))
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
     per_page = fields.Integer(
@@ -58,7 +58,7 @@ class CaseListQuery(Schema):
 
 
 class GridQuery(Schema):
-    code = fields.String(validate=validate.Regexp(r"^[0-9]{1,24}$", error="digits only"))
+    code = fields.String(validate=validate.Regexp(r"^[0-9]{1,24}\Z", error="digits only"))
     depth = fields.Integer(validate=validate.Range(min=0, max=10))
 
 

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Run the whole test suite: unit, service (in-process nameko containers on the real
+# RabbitMQ) and end-to-end (services as processes), each database test on SQLite and on
+# PostgreSQL. Extra arguments go to pytest (e.g. -k sqlite, -x, tests/unit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. deploy/lib.sh
+deploy/install.sh
+case "${GRIDFLOW_TEST_DATABASES:-sqlite,postgresql}" in
+  *postgresql*) deploy/postgres.sh ;;
+esac
+if [ -z "${GRIDFLOW_TEST_PG_URL:-}" ] && [ -f var/test-pg-url ]; then
+  export GRIDFLOW_TEST_PG_URL=$(cat var/test-pg-url)
+fi
+say "running the tests …"
+exec .venv/bin/python -m pytest "$@"
