@@ -149,7 +149,8 @@ class Case:
 
     # -- what the pipeline tells us --------------------------------------------------------
     def routed(self, tier: dict[str, Any], assignments: list[dict[str, Any]], at: datetime) -> None:
-        self.tier, self.tier_code = tier["tier"], tier["code"]
+        if not self.escalations:  # an escalation that overtook the routing keeps its tier
+            self.tier, self.tier_code = tier["tier"], tier["code"]
         for a in assignments:
             if self.assignment(a["department"]) is None:
                 self.assignments.append(

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Request
 
 from shared.events import MAX_DESCRIPTION, MAX_MEDIA, Event, make_event
-from shared.extensions.consumer import PoisonEvent, event_handler
+from shared.extensions.consumer import PoisonEvent, RetryLater, event_handler
 from shared.extensions.context import ClockProvider, Reference
 from shared.extensions.http import ApiError, Conflict, NotFound, json_http, read_json
 from shared.extensions.store import Store
@@ -257,8 +257,8 @@ class IntakeService:
                         case.dispatched(
                             d["department"], d["dispatched_at"], d["routing_key"], d["message_id"]
                         )
-                except TransitionError as exc:
-                    raise PoisonEvent(f"{ev.type}: {exc}") from exc
+                except TransitionError as exc:  # e.g. dispatched overtook a retried routed
+                    raise RetryLater(f"{ev.type}: {exc}") from exc
 
 
 def _load(session: Session, case_id: str, *, for_update: bool = False) -> Case | None:

@@ -56,6 +56,14 @@ class PoisonEvent(Exception):
     """
 
 
+class RetryLater(Exception):
+    """Raised by a handler for an event that arrived before what it depends on.
+
+    The event is retried with backoff (counted against the attempts), not dead-lettered
+    at once: events from different producers can overtake each other.
+    """
+
+
 class EventQueueConsumer(QueueConsumer):
     """One kombu consumer per queue; messages go to the handler registered for their type."""
 
@@ -214,7 +222,7 @@ class EventHandler(Entrypoint):
         self._queue = queue
         self._buffer: list[tuple[Event, Any]] = []
         self._timer: Any = None
-        kwargs.setdefault("expected_exceptions", (PoisonEvent, *TRANSIENT_ERRORS))
+        kwargs.setdefault("expected_exceptions", (PoisonEvent, RetryLater, *TRANSIENT_ERRORS))
         super().__init__(**kwargs)
 
     @property
