@@ -9,7 +9,7 @@ run twice: on SQLite files and on a fresh PostgreSQL database
 
 import warnings
 
-warnings.filterwarnings("ignore", message=".*Eventlet is deprecated.*")
+warnings.filterwarnings("ignore", message="(?s).*Eventlet is deprecated")
 
 import eventlet  # noqa: E402
 
