@@ -17,7 +17,7 @@ from werkzeug.wrappers import Request
 from shared.events import MAX_DESCRIPTION, MAX_MEDIA, Event, make_event
 from shared.extensions.consumer import PoisonEvent, RetryLater, event_handler
 from shared.extensions.context import ClockProvider, Reference
-from shared.extensions.http import ApiError, Conflict, NotFound, json_http, read_json
+from shared.extensions.http import Conflict, NotFound, json_http, read_json, request_body
 from shared.extensions.store import Store
 from shared.unit_of_work import UnitOfWork
 
@@ -268,10 +268,5 @@ def _load(session: Session, case_id: str, *, for_update: bool = False) -> Case |
     return session.scalars(q).first()
 
 
-def _optional_json(request: Request) -> Any:
-    if not request.get_data():
-        return {}
-    body = read_json(request)
-    if not isinstance(body, dict):
-        raise ApiError({"_body": ["expected a JSON object"]})
-    return body
+def _optional_json(request: Request) -> dict[str, Any]:
+    return read_json(request) if request_body(request) else {}

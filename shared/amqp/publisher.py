@@ -65,6 +65,7 @@ class ConfirmingPublisher:
         self._pending: dict[int, int] = {}
         self._failed: dict[int, str] = {}
         self._by_message_id: dict[str, int] = {}
+        self._known_exchanges: set[str] = {""}
 
     # -- connection ------------------------------------------------------------------------
     def connect(self) -> None:
@@ -92,6 +93,7 @@ class ConfirmingPublisher:
         channel.events["basic_nack"].add(self._on_nack)
         channel.events["basic_return"].add(self._on_return)
         self._conn, self._channel, self._next_tag = conn, channel, 1
+        self._known_exchanges = {""}
 
     def close(self) -> None:
         with self._lock:
@@ -137,13 +139,58 @@ class ConfirmingPublisher:
             return {}
         with self._lock:
             try:
-                return self._publish(messages)
+                self._ensure_connected()
+                failed = self._missing_exchanges(messages)
+                todo = [i for i in range(len(messages)) if i not in failed]
+                batch = [messages[i] for i in todo]
+                try:
+                    result = self._publish(batch)
+                except amqp.exceptions.ChannelError:
+                    self._reset()
+                    result = self._publish_each(batch)
+                failed.update({todo[j]: reason for j, reason in result.items()})
+                return failed
             except (OSError, amqp.exceptions.AMQPError, kombu.exceptions.KombuError) as exc:
                 self._reset()
                 raise PublishError(f"{type(exc).__name__}: {exc}") from exc
 
+    def _missing_exchanges(self, messages: Sequence[OutgoingMessage]) -> dict[int, str]:
+        """Messages for exchanges that do not exist, checked before publishing: publishing to
+        one would close the channel under the whole batch."""
+        missing = set()
+        for name in {m.exchange for m in messages} - self._known_exchanges:
+            channel = self._conn.channel()
+            try:
+                channel.exchange_declare(name, "topic", passive=True)
+                self._known_exchanges.add(name)
+            except amqp.exceptions.NotFound:
+                missing.add(name)
+            finally:
+                if channel.is_open:
+                    channel.close()
+        return {
+            i: f"exchange {m.exchange!r} does not exist"
+            for i, m in enumerate(messages)
+            if m.exchange in missing
+        }
+
+    def _publish_each(self, messages: Sequence[OutgoingMessage]) -> dict[int, str]:
+        """After the broker closed the channel over a batch, publish one by one so that only
+        the refused message fails (some of the others may arrive twice; consumers dedupe)."""
+        failed: dict[int, str] = {}
+        for index, message in enumerate(messages):
+            try:
+                self._ensure_connected()
+                if self._publish([message]):
+                    failed[index] = self._failed[0]
+            except amqp.exceptions.ChannelError as exc:
+                self._reset()
+                failed[index] = _refused(exc)
+        return failed
+
     def _publish(self, messages: Sequence[OutgoingMessage]) -> dict[int, str]:
-        self._ensure_connected()
+        if not messages:
+            return {}
         channel = self._channel
         self._pending.clear()
         self._failed = {}
@@ -178,3 +225,7 @@ class ConfirmingPublisher:
             except TimeoutError:  # loop back to the deadline check
                 continue
         return dict(self._failed)
+
+
+def _refused(exc: Exception) -> str:
+    return f"refused by the broker: {type(exc).__name__}: {exc}"

@@ -168,7 +168,9 @@ class EventQueueConsumer(QueueConsumer):
         self.ack(message)
         return True
 
-    def dead_letter(self, queue_name: str, message: Any, reason: str) -> None:
+    def dead_letter(
+        self, queue_name: str, message: Any, reason: str, attempts: int | None = None
+    ) -> None:
         log.error(
             "dead-lettering message",
             extra={
@@ -186,6 +188,7 @@ class EventQueueConsumer(QueueConsumer):
                 topo.H_QUEUE: queue_name,
                 topo.H_FAILED_AT: datetime.now(UTC).isoformat(),
                 topo.H_SERVICE: self.container.service_name,
+                **({topo.H_ATTEMPTS: attempts} if attempts is not None else {}),
             },
         )
 
@@ -291,7 +294,9 @@ class EventHandler(Entrypoint):
             elif isinstance(exc, TRANSIENT_ERRORS):
                 qc.retry(self.queue_name, message, attempts, reason)
             elif attempts >= self.max_attempts:
-                qc.dead_letter(self.queue_name, message, f"failed {attempts} times; last: {reason}")
+                qc.dead_letter(
+                    self.queue_name, message, f"failed {attempts} times; last: {reason}", attempts
+                )
             else:
                 qc.retry(self.queue_name, message, attempts, reason)
         except AmqpConnectionError:

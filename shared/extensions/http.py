@@ -60,19 +60,41 @@ def json_response(
     )
 
 
-def read_json(request: Request) -> Any:
-    """The request's JSON body, or an ApiError naming what is wrong with it."""
+def read_json(request: Request) -> dict[str, Any]:
+    """The request's JSON object, or an ApiError naming what is wrong with the body."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise ApiError(f"body larger than {MAX_BODY_BYTES} bytes", status=413)
-    raw = request.get_data()
+    raw = request_body(request)
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(f"body larger than {MAX_BODY_BYTES} bytes", status=413)
     if not raw:
         raise ApiError({"_body": ["a JSON body is required"]})
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError({"_body": [f"not valid JSON: {exc}"]}) from exc
+    if not isinstance(body, dict):
+        raise ApiError({"_body": ["expected a JSON object"]}, status=422)
+    return body
+
+
+def request_body(request: Request) -> bytes:
+    """The request body, at most MAX_BODY_BYTES + 1 bytes of it.
+
+    A chunked body has no Content-Length, and eventlet's server does not tell werkzeug the
+    stream ends (``wsgi.input_terminated``), so werkzeug would read it as empty: read the
+    de-chunked stream ourselves.
+    """
+    if "_gridflow_body" not in request.environ:
+        if (
+            request.content_length is None
+            and "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        ):
+            data = request.environ["wsgi.input"].read(MAX_BODY_BYTES + 1)
+        else:
+            data = request.get_data()
+        request.environ["_gridflow_body"] = data
+    return request.environ["_gridflow_body"]
 
 
 class JsonHttpHandler(HttpRequestHandler):
