@@ -12,7 +12,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
@@ -20,6 +30,7 @@ from sqlalchemy.types import TypeDecorator
 log = logging.getLogger(__name__)
 
 JsonColumn = JSON().with_variant(JSONB(), "postgresql")
+IdType = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER only
 
 
 class UTCDateTime(TypeDecorator[datetime]):

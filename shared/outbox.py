@@ -18,17 +18,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text, delete, func, select, update
+from sqlalchemy import Index, Integer, String, Text, delete, func, select, update
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
 
 from shared.amqp.publisher import ConfirmingPublisher, OutgoingMessage, PublishError
 from shared.amqp.topology import EVENTS_EXCHANGE
-from shared.db import JsonColumn, UTCDateTime
+from shared.db import IdType, JsonColumn, UTCDateTime
 from shared.events import Event
 
 log = logging.getLogger(__name__)
-
-IdType = BigInteger().with_variant(Integer, "sqlite")
 
 
 class OutboxMixin:

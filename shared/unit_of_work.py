@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import PrimaryKeyConstraint, String, select
-from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, declared_attr, mapped_column
 
 from shared.amqp.topology import EVENTS_EXCHANGE
 from shared.db import UTCDateTime
@@ -32,6 +32,13 @@ class InboxMixin:
     @declared_attr.directive
     def __table_args__(cls) -> tuple[Any, ...]:
         return (PrimaryKeyConstraint("consumer", "message_id"),)
+
+
+def messaging_tables(base: type[DeclarativeBase]) -> tuple[type[OutboxMixin], type[InboxMixin]]:
+    """A service's ``outbox`` and ``inbox`` tables, declared on its own base."""
+    outbox = type("Outbox", (OutboxMixin, base), {"__tablename__": "outbox"})
+    inbox = type("Inbox", (InboxMixin, base), {"__tablename__": "inbox"})
+    return outbox, inbox
 
 
 class UnitOfWork:

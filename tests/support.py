@@ -6,12 +6,15 @@ import json
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import kombu
+import yaml
 from nameko.testing.services import replace_dependencies
 
 from shared.clock import FakeClock
+from shared.grid import GridRegistry
 
 PG_ADMIN_URL = os.environ.get(
     "GRIDFLOW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -25,6 +28,12 @@ DEMO_CELL = "511802001001101"  # 通工小区, 桐梓林社区, 青江街道
 DEMO_BUILDING = "511802001001101001"
 
 T = TypeVar("T")
+DATA = Path(__file__).parent / "data"
+
+
+def four_level_grid() -> GridRegistry:
+    """雨城区 as a 4-level grid (no areas); 通工小区 is cell 511802001001001."""
+    return GridRegistry.from_dict(yaml.safe_load((DATA / "district_4level.yaml").read_text()))
 
 
 def wait_for(

@@ -7,21 +7,15 @@ from datetime import datetime
 from sqlalchemy import Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import UTCDateTime
-from shared.outbox import IdType, OutboxMixin
-from shared.unit_of_work import InboxMixin
+from shared.db import IdType, UTCDateTime
+from shared.unit_of_work import messaging_tables
 
 
 class Base(DeclarativeBase):
     pass
 
 
-class Outbox(OutboxMixin, Base):
-    __tablename__ = "outbox"
-
-
-class Inbox(InboxMixin, Base):
-    __tablename__ = "inbox"
+Outbox, Inbox = messaging_tables(Base)
 
 
 class CaseTier(Base):

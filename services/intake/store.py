@@ -20,9 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from shared.db import JsonColumn, UTCDateTime
-from shared.outbox import IdType, OutboxMixin
-from shared.unit_of_work import InboxMixin
+from shared.db import IdType, JsonColumn, UTCDateTime
+from shared.unit_of_work import messaging_tables
 
 from .cases import Assignment, Case, TimelineEntry
 
@@ -31,12 +30,7 @@ class Base(DeclarativeBase):
     pass
 
 
-class Outbox(OutboxMixin, Base):
-    __tablename__ = "outbox"
-
-
-class Inbox(InboxMixin, Base):
-    __tablename__ = "inbox"
+Outbox, Inbox = messaging_tables(Base)
 
 
 class Report(Base):

@@ -8,21 +8,15 @@ from typing import Any
 from sqlalchemy import Index, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import JsonColumn, UTCDateTime
-from shared.outbox import IdType, OutboxMixin
-from shared.unit_of_work import InboxMixin
+from shared.db import IdType, JsonColumn, UTCDateTime
+from shared.unit_of_work import messaging_tables
 
 
 class Base(DeclarativeBase):
     pass
 
 
-class Outbox(OutboxMixin, Base):
-    __tablename__ = "outbox"
-
-
-class Inbox(InboxMixin, Base):
-    __tablename__ = "inbox"
+Outbox, Inbox = messaging_tables(Base)
 
 
 class CaseSnapshot(Base):

@@ -9,20 +9,14 @@ from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import JsonColumn, UTCDateTime
-from shared.outbox import OutboxMixin
-from shared.unit_of_work import InboxMixin
+from shared.unit_of_work import messaging_tables
 
 
 class Base(DeclarativeBase):
     pass
 
 
-class Outbox(OutboxMixin, Base):
-    __tablename__ = "outbox"
-
-
-class Inbox(InboxMixin, Base):
-    __tablename__ = "inbox"
+Outbox, Inbox = messaging_tables(Base)
 
 
 class Decision(Base):

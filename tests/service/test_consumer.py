@@ -33,8 +33,7 @@ from shared.db import make_engine, service_database_url
 from shared.events import Event, make_event
 from shared.extensions.consumer import EventQueueConsumer, PoisonEvent, event_handler
 from shared.extensions.store import Store
-from shared.outbox import OutboxMixin
-from shared.unit_of_work import InboxMixin
+from shared.unit_of_work import messaging_tables
 from support import DEMO_CELL, get_messages, queue_depth, wait_for
 
 QUEUE = topo.service_queue("routing")  # a declared quorum queue bound to case.reported
@@ -48,12 +47,7 @@ class ProbeBase(DeclarativeBase):
     pass
 
 
-class ProbeOutbox(OutboxMixin, ProbeBase):
-    __tablename__ = "outbox"
-
-
-class ProbeInbox(InboxMixin, ProbeBase):
-    __tablename__ = "inbox"
+ProbeOutbox, ProbeInbox = messaging_tables(ProbeBase)
 
 
 class Handled(ProbeBase):

@@ -27,8 +27,8 @@ from shared.amqp import topology as topo
 from shared.amqp.publisher import ConfirmingPublisher, OutgoingMessage, PublishError
 from shared.db import create_tables, is_postgres, make_engine
 from shared.events import Event, make_event
-from shared.outbox import OutboxMixin, OutboxRelay, outbox_row
-from shared.unit_of_work import InboxMixin, UnitOfWork
+from shared.outbox import OutboxRelay, outbox_row
+from shared.unit_of_work import UnitOfWork, messaging_tables
 from support import DEMO_CELL, get_messages, message_json, wait_for
 
 SINK = "test.sink"  # bound to everything on gridflow.events
@@ -41,12 +41,7 @@ class Base(DeclarativeBase):
     pass
 
 
-class Outbox(OutboxMixin, Base):
-    __tablename__ = "outbox"
-
-
-class Inbox(InboxMixin, Base):
-    __tablename__ = "inbox"
+Outbox, Inbox = messaging_tables(Base)
 
 
 # -- fixtures ---------------------------------------------------------------------------------

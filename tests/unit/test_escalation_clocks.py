@@ -26,6 +26,7 @@ from shared.amqp.topology import SUBSCRIPTIONS
 from shared.events import INTERNAL, make_event
 from shared.grid import GridError, GridRegistry
 from shared.reference import load_reference
+from support import four_level_grid
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "deploy" / "demo"
@@ -202,43 +203,7 @@ def test_unknown_grid_code_is_an_error():
         escalate("compound", grid_code="511802999999999")
 
 
-FOUR_LEVEL = GridRegistry.from_dict(
-    {
-        "levels": [
-            {"name": "district", "digits": 6},
-            {"name": "street", "digits": 3},
-            {"name": "community", "digits": 3},
-            {"name": "compound", "digits": 3},
-        ],
-        "cell_level": "compound",
-        "district": {
-            "code": "511802",
-            "name": "雨城区",
-            "owner": {"name": "区长"},
-            "children": [
-                {
-                    "code": "511802001",
-                    "name": "青江街道",
-                    "owner": {"name": "街道主任"},
-                    "children": [
-                        {
-                            "code": "511802001001",
-                            "name": "桐梓林社区",
-                            "owner": {"name": "社区书记"},
-                            "children": [
-                                {
-                                    "code": "511802001001001",
-                                    "name": "通工小区",
-                                    "owner": {"name": "网格员甲"},
-                                }
-                            ],
-                        }
-                    ],
-                }
-            ],
-        },
-    }
-)
+FOUR_LEVEL = four_level_grid()
 
 
 def test_a_grid_without_areas_goes_from_compound_straight_to_community():

@@ -12,8 +12,8 @@ from services.routing.rules import Assignment, Unroutable, plan_assignments, rou
 from shared.calendar import WorkCalendar
 from shared.catalogue import Catalogue
 from shared.events import make_event
-from shared.grid import GridRegistry
 from shared.reference import ReferenceData, load_reference
+from support import four_level_grid
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "deploy" / "demo"
@@ -155,50 +155,12 @@ def test_another_cell_gets_its_own_tier_nodes():
     assert routed["tier"]["name"] == "康藏路社区"
 
 
-FOUR_LEVEL_GRID = {
-    "version": "t4",
-    "levels": [
-        {"name": "district", "digits": 6},
-        {"name": "street", "digits": 3},
-        {"name": "community", "digits": 3},
-        {"name": "compound", "digits": 3},
-    ],
-    "cell_level": "compound",
-    "district": {
-        "code": "511802",
-        "name": "雨城区",
-        "owner": {"name": "区长"},
-        "children": [
-            {
-                "code": "511802001",
-                "name": "青江街道",
-                "owner": {"name": "街道主任"},
-                "children": [
-                    {
-                        "code": "511802001001",
-                        "name": "桐梓林社区",
-                        "owner": {"name": "社区书记", "role": "社区党委书记"},
-                        "children": [
-                            {
-                                "code": "511802001001001",
-                                "name": "通工小区",
-                                "owner": {"name": "网格员甲", "role": "网格员"},
-                            }
-                        ],
-                    }
-                ],
-            }
-        ],
-    },
-}
-
-
 def route_four_level(category: str) -> dict:
     r = ref()
     return route(
         summary(category, "511802001001001"),
         catalogue=r.catalogue,
-        grid=GridRegistry.from_dict(FOUR_LEVEL_GRID),
+        grid=four_level_grid(),
         calendar=r.calendar,
         at=MONDAY_0900,
     )
