@@ -38,14 +38,19 @@ class TransitionError(Exception):
 
 
 class TimelineEntry:
+    """One line of a case's history. The timeline is append-only: a case records new
+    entries in ``Case.new_entries`` and never needs its past ones to decide anything."""
+
     def __init__(
         self,
+        case_id: str,
         at: datetime,
         kind: str,
         actor: str = "",
         reason: str = "",
         data: dict[str, Any] | None = None,
     ) -> None:
+        self.case_id = case_id
         self.at = at
         self.kind = kind
         self.actor = actor
@@ -105,16 +110,23 @@ class Case:
         self.tier_code: str | None = None
         self.escalations = 0
         self.assignments: list[Assignment] = []
-        self.timeline: list[TimelineEntry] = []
         self.record(reported_at, "reported", actor=_actor(reporter), reason="report received")
 
     # -- bookkeeping -----------------------------------------------------------------------
+    # Instances loaded from the database skip __init__, hence the lazy attributes below.
     @property
     def pending_events(self) -> list[tuple[str, dict[str, Any]]]:
-        # Instances loaded from the database skip __init__, hence the lazy attribute.
+        """Domain events to publish when this change is saved: (type, data)."""
         if "_pending_events" not in self.__dict__:
             self._pending_events: list[tuple[str, dict[str, Any]]] = []
         return self._pending_events
+
+    @property
+    def new_entries(self) -> list[TimelineEntry]:
+        """Timeline entries recorded since the case was created or loaded."""
+        if "_new_entries" not in self.__dict__:
+            self._new_entries: list[TimelineEntry] = []
+        return self._new_entries
 
     def record(
         self,
@@ -125,7 +137,7 @@ class Case:
         reason: str = "",
         data: dict[str, Any] | None = None,
     ) -> None:
-        self.timeline.append(TimelineEntry(at, kind, actor, reason, data))
+        self.new_entries.append(TimelineEntry(self.case_id, at, kind, actor, reason, data))
         self.updated_at = at
 
     def assignment(self, department: str) -> Assignment | None:

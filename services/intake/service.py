@@ -99,12 +99,8 @@ class IntakeService:
                             ]
                         }
                     )
-                case = _load(s, existing.case_id)
-                return 200, {
-                    "case_id": existing.case_id,
-                    "created": False,
-                    "state": case.state if case else None,
-                }
+                state = s.scalar(select(cases.c.state).where(cases.c.case_id == existing.case_id))
+                return 200, {"case_id": existing.case_id, "created": False, "state": state}
             report = Report(
                 report_id=body["report_id"], case_id="", fingerprint=fingerprint, received_at=now
             )
@@ -113,21 +109,21 @@ class IntakeService:
             local = now.astimezone(self.ref.calendar.tz)
             report.case_id = case_id = f"{local:%Y%m%d}-{report.seq:06d}"
             loc = summary["location"]
-            s.add(
-                Case(
-                    case_id,
-                    category=summary["category"],
-                    grid_code=loc["grid_code"],
-                    building_code=loc["building_code"],
-                    lat=loc["lat"],
-                    lng=loc["lng"],
-                    description=summary["description"],
-                    reporter=summary["reporter"],
-                    media_urls=summary["media_urls"],
-                    occurred_at=summary["occurred_at"],
-                    reported_at=now,
-                )
+            case = Case(
+                case_id,
+                category=summary["category"],
+                grid_code=loc["grid_code"],
+                building_code=loc["building_code"],
+                lat=loc["lat"],
+                lng=loc["lng"],
+                description=summary["description"],
+                reporter=summary["reporter"],
+                media_urls=summary["media_urls"],
+                occurred_at=summary["occurred_at"],
+                reported_at=now,
             )
+            s.add(case)
+            self._save(tx, case, now)
             tx.emit(
                 make_event(
                     "case.reported",
@@ -175,7 +171,7 @@ class IntakeService:
             case = _load(s, case_id)
             if case is None:
                 raise NotFound({"case_id": [f"no case {case_id}"]})
-            return views.case_view(case)
+            return views.case_view(case, views.timeline_of(s, case_id))
 
     @json_http("GET", "/api/v1/cases")
     def list_cases(self, request: Request) -> dict[str, Any]:
@@ -225,10 +221,13 @@ class IntakeService:
                 action(case, now)
             except TransitionError as exc:
                 raise Conflict({"state": [str(exc)]}) from exc
-            self._publish_pending(tx, case, now)
-            return views.case_view(case)
+            self._save(tx, case, now)
+            return views.case_view(case, views.timeline_of(tx.session, case_id))
 
-    def _publish_pending(self, tx: UnitOfWork, case: Case, now: Any) -> None:
+    def _save(self, tx: UnitOfWork, case: Case, now: Any) -> None:
+        """Add what the case recorded to the transaction: timeline entries and events."""
+        tx.session.add_all(case.new_entries)
+        case.new_entries.clear()
         for type_, data in case.pending_events:
             tx.emit(make_event(type_, case.case_id, data, producer=self.name, at=now))
         case.pending_events.clear()
@@ -242,9 +241,12 @@ class IntakeService:
     # -- the pipeline tells intake what happened -------------------------------------------
     @event_handler("case.routed", "case.escalated", "assignment.dispatched")
     def on_pipeline(self, events: list[Event]) -> None:
+        now = self.clock.now()
         with self.db.transaction() as tx:
-            for ev in tx.fresh(events, "intake.on_pipeline"):
-                case = _load(tx.session, ev.case_id, for_update=True)
+            fresh = tx.fresh(events, "intake.on_pipeline")
+            loaded = _load_many(tx.session, {ev.case_id for ev in fresh})
+            for ev in fresh:
+                case = loaded.get(ev.case_id)
                 if case is None:
                     raise PoisonEvent(f"{ev.type} for unknown case {ev.case_id}")
                 d = ev.data
@@ -259,13 +261,21 @@ class IntakeService:
                         )
                 except TransitionError as exc:  # e.g. dispatched overtook a retried routed
                     raise RetryLater(f"{ev.type}: {exc}") from exc
+                self._save(tx, case, now)
 
 
 def _load(session: Session, case_id: str, *, for_update: bool = False) -> Case | None:
-    q = select(Case).where(cases.c.case_id == case_id)
-    if for_update:
+    return _load_many(session, {case_id}, for_update=for_update).get(case_id)
+
+
+def _load_many(session: Session, case_ids: set[str], *, for_update: bool = True) -> dict[str, Case]:
+    """Cases with their assignments, locked for the transaction when ``for_update``."""
+    if not case_ids:
+        return {}
+    q = select(Case).where(cases.c.case_id.in_(case_ids)).order_by(cases.c.case_id)
+    if for_update:  # in case id order, so that concurrent batches cannot deadlock
         q = q.with_for_update(of=cases)
-    return session.scalars(q).first()
+    return {c.case_id: c for c in session.scalars(q)}
 
 
 def _optional_json(request: Request) -> dict[str, Any]:

@@ -94,13 +94,13 @@ timeline = Table(
     "timeline",
     Base.metadata,
     Column("pk", IdType, primary_key=True, autoincrement=True),
-    Column("case_pk", ForeignKey("cases.pk", ondelete="CASCADE"), nullable=False),
+    Column("case_id", String(64), nullable=False),
     Column("at", UTCDateTime(), nullable=False),
     Column("kind", String(32), nullable=False),
     Column("actor", String(100), nullable=False, default=""),
     Column("reason", Text, nullable=False, default=""),
     Column("data", JsonColumn, nullable=False, default=dict),
-    Index("ix_timeline_case", "case_pk", "pk"),
+    Index("ix_timeline_case", "case_id", "pk"),
 )
 
 Base.registry.map_imperatively(Assignment, assignments, properties={"_pk": assignments.c.pk})
@@ -112,9 +112,6 @@ Base.registry.map_imperatively(
         "_pk": cases.c.pk,
         "assignments": relationship(
             Assignment, order_by=assignments.c.pk, cascade="all, delete-orphan", lazy="selectin"
-        ),
-        "timeline": relationship(
-            TimelineEntry, order_by=timeline.c.pk, cascade="all, delete-orphan", lazy="selectin"
         ),
     },
 )

@@ -9,7 +9,7 @@ from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 
 from .cases import Assignment, Case, TimelineEntry
-from .store import assignments, cases
+from .store import assignments, cases, timeline
 
 MAX_PER_PAGE = 100
 
@@ -53,7 +53,15 @@ def case_summary_view(c: Case) -> dict[str, Any]:
     }
 
 
-def case_view(c: Case) -> dict[str, Any]:
+def timeline_of(session: Session, case_id: str) -> list[TimelineEntry]:
+    return list(
+        session.scalars(
+            select(TimelineEntry).where(timeline.c.case_id == case_id).order_by(timeline.c.pk)
+        )
+    )
+
+
+def case_view(c: Case, history: list[TimelineEntry]) -> dict[str, Any]:
     return {
         **case_summary_view(c),
         "location": {
@@ -66,7 +74,7 @@ def case_view(c: Case) -> dict[str, Any]:
         "media_urls": c.media_urls,
         "occurred_at": _iso(c.occurred_at),
         "assignments": [assignment_view(a) for a in c.assignments],
-        "timeline": [timeline_view(t) for t in c.timeline],
+        "timeline": [timeline_view(t) for t in history],
     }
 
 

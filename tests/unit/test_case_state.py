@@ -80,7 +80,7 @@ def resolve(case: Case, department: str, at: datetime | None = None) -> None:
 
 
 def kinds(case: Case) -> list[str]:
-    return [e.kind for e in case.timeline]
+    return [e.kind for e in case.new_entries]
 
 
 def event_types(case: Case) -> list[str]:
@@ -97,7 +97,7 @@ def test_new_case_is_reported_with_one_timeline_entry():
     assert case.tier is None and case.tier_code is None
     assert case.escalations == 0
     assert case.updated_at == T0
-    [entry] = case.timeline
+    [entry] = case.new_entries
     assert (entry.at, entry.kind, entry.actor, entry.reason) == (
         T0,
         "reported",
@@ -110,7 +110,7 @@ def test_new_case_is_reported_with_one_timeline_entry():
 
 def test_reporter_without_id_is_named_by_kind_alone():
     case = new_case(reporter={"kind": "hotline"})
-    assert case.timeline[0].actor == "hotline"
+    assert case.new_entries[0].actor == "hotline"
 
 
 def test_case_keeps_its_location_and_media():
@@ -154,7 +154,7 @@ def test_routed_creates_pending_assignments_and_sets_the_tier():
 
 def test_routed_timeline_entry_names_tier_and_lead_and_keeps_plain_data():
     case = routed_case()
-    entry = case.timeline[-1]
+    entry = case.new_entries[-1]
     assert (entry.kind, entry.actor, entry.at) == ("routed", "routing", minutes(1))
     assert entry.reason == "starts at community 桐梓林社区; lead fire"
     assert entry.data["tier"] == TIER
@@ -196,7 +196,7 @@ def test_dispatched_records_time_routing_key_and_message_id():
     case = routed_case("sanitation")
     case.dispatched("sanitation", minutes(2), "sanitation.case.assigned", "m-42")
     assert case.assignment("sanitation").dispatched_at == minutes(2)
-    entry = case.timeline[-1]
+    entry = case.new_entries[-1]
     assert (entry.kind, entry.actor, entry.reason) == ("dispatched", "notify", "sent to sanitation")
     assert entry.data == {
         "department": "sanitation",
@@ -247,7 +247,7 @@ def test_acknowledge_moves_the_assignment_and_queues_an_event():
             {"department": "fire", "actor": "fire:duty-7", "note": "在路上", "at": minutes(10)},
         )
     ]
-    entry = case.timeline[-1]
+    entry = case.new_entries[-1]
     assert (entry.kind, entry.actor, entry.reason) == (
         "acknowledged",
         "fire:duty-7",
@@ -259,19 +259,19 @@ def test_acknowledge_moves_the_assignment_and_queues_an_event():
 def test_acknowledge_without_actor_names_the_department():
     case = dispatched_case()
     case.acknowledge("police", actor="", note="", at=minutes(10))
-    assert (case.timeline[-1].actor, case.timeline[-1].reason) == ("police", "reported in")
+    assert (case.new_entries[-1].actor, case.new_entries[-1].reason) == ("police", "reported in")
 
 
 def test_acknowledge_after_the_report_in_deadline_is_marked_late():
     case = dispatched_case()
     case.acknowledge("fire", actor="", note="堵车", at=REPORT_IN_DUE + timedelta(seconds=1))
-    assert case.timeline[-1].reason == "reported in late: 堵车"
+    assert case.new_entries[-1].reason == "reported in late: 堵车"
 
 
 def test_acknowledge_exactly_at_the_deadline_is_on_time():
     case = dispatched_case()
     case.acknowledge("fire", actor="", note="", at=REPORT_IN_DUE)
-    assert case.timeline[-1].reason == "reported in"
+    assert case.new_entries[-1].reason == "reported in"
 
 
 def test_acknowledge_is_allowed_before_the_dispatch_is_confirmed():
@@ -359,7 +359,7 @@ def test_resolve_records_note_media_and_queues_an_event():
     a = case.assignment("police")
     assert (a.state, a.resolved_at, a.note) == ("resolved", minutes(50), "车辆已拖离")
     assert a.media_urls == ["https://m.example.com/after.jpg"]
-    entry = case.timeline[-1]
+    entry = case.new_entries[-1]
     assert (entry.kind, entry.actor, entry.reason) == ("resolved", "police:007", "车辆已拖离")
     assert entry.data == {"department": "police", "media_urls": ["https://m.example.com/after.jpg"]}
     assert case.pending_events[-1] == (
@@ -377,7 +377,7 @@ def test_resolve_records_note_media_and_queues_an_event():
 def test_resolve_without_note_or_actor_has_defaults():
     case = acknowledged_case()
     resolve(case, "urban_mgmt")
-    assert (case.timeline[-1].actor, case.timeline[-1].reason) == ("urban_mgmt", "resolved")
+    assert (case.new_entries[-1].actor, case.new_entries[-1].reason) == ("urban_mgmt", "resolved")
 
 
 def test_one_resolved_assignment_puts_the_case_in_progress():
@@ -405,7 +405,7 @@ def test_case_resolved_only_when_every_assignment_is_resolved():
     resolve(case, "urban_mgmt", minutes(60))
     assert case.state == CaseState.RESOLVED
     assert kinds(case)[-2:] == ["resolved", "case_resolved"]
-    last = case.timeline[-1]
+    last = case.new_entries[-1]
     assert (last.actor, last.reason, last.at) == (
         "intake",
         "every assignment is resolved",
@@ -426,14 +426,14 @@ def test_single_assignment_case_resolves_with_its_assignment():
 def test_a_resolved_case_is_closed_to_departments(action):
     case = acknowledged_case("sanitation")
     resolve(case, "sanitation")
-    before = (len(case.timeline), len(case.pending_events))
+    before = (len(case.new_entries), len(case.pending_events))
     with pytest.raises(TransitionError) as exc:
         if action == "acknowledge":
             case.acknowledge("sanitation", actor="", note="", at=minutes(90))
         else:
             resolve(case, "sanitation", minutes(90))
     assert str(exc.value) == "case 20261123-000001 is resolved"
-    assert (len(case.timeline), len(case.pending_events)) == before
+    assert (len(case.new_entries), len(case.pending_events)) == before
 
 
 def test_refused_transition_leaves_no_trace():
@@ -472,7 +472,7 @@ def test_escalated_moves_the_tier_and_counts():
     assert (case.tier, case.tier_code) == ("street", "511802001")
     assert case.escalations == 1
     assert case.state == CaseState.DISPATCHED  # a tier move is not a state change
-    entry = case.timeline[-1]
+    entry = case.new_entries[-1]
     assert (entry.kind, entry.actor) == ("escalated", "escalation")
     assert entry.reason == "report_in_missed: fire (report_in), police (report_in); now at street"
     assert entry.data["missed"][0]["due_at"] == "2026-11-23T01:30:00+00:00"
@@ -523,5 +523,5 @@ def test_timeline_is_append_only_in_order():
         "resolved",
         "case_resolved",
     ]
-    times = [e.at for e in case.timeline]
+    times = [e.at for e in case.new_entries]
     assert times == sorted(times)
