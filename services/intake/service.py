@@ -19,6 +19,7 @@ from shared.extensions.consumer import PoisonEvent, RetryLater, event_handler
 from shared.extensions.context import ClockProvider, Reference
 from shared.extensions.http import Conflict, NotFound, json_http, read_json, request_body
 from shared.extensions.store import Store
+from shared.grid import LEVEL_NAMES_ZH
 from shared.unit_of_work import UnitOfWork
 
 from . import reports, views
@@ -159,7 +160,7 @@ class IntakeService:
             raise NotFound({"code": [f"unknown grid code {q['code']}"]})
         return {
             "version": grid.version,
-            "levels": list(grid.levels.names),
+            "levels": [{"name": n, "name_zh": LEVEL_NAMES_ZH[n]} for n in grid.levels.names],
             "cell_level": grid.levels.cell_level,
             "tree": node.as_dict(q.get("depth")),
         }

@@ -342,7 +342,15 @@ def test_grids_full_tree_and_a_subtree(intake: Any, api: requests.Session) -> No
     r = api.get("/api/v1/grids")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["levels"] == ["district", "street", "community", "area", "compound", "building"]
+    assert [lv["name"] for lv in body["levels"]] == [
+        "district",
+        "street",
+        "community",
+        "area",
+        "compound",
+        "building",
+    ]
+    assert body["levels"][3] == {"name": "area", "name_zh": "片区"}
     assert body["cell_level"] == "compound"
     tree = body["tree"]
     assert (tree["code"], tree["name"], tree["parent"]) == ("511802", "雨城区", None)
