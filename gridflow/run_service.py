@@ -24,7 +24,7 @@ from nameko.cli.main import setup_yaml_parser  # noqa: E402
 from nameko.runners import ServiceRunner  # noqa: E402
 
 from gridflow import SERVICES  # noqa: E402
-from shared.config import PROJECT_ROOT  # noqa: E402
+from shared.config import PROJECT_ROOT, http_address  # noqa: E402
 from shared.logs import logging_config  # noqa: E402
 
 DEFAULT_CONFIG = PROJECT_ROOT / "deploy" / "config" / "gridflow.yaml"
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("GRIDFLOW_SERVICE", args.service)
     config = load_config(args.config)
+    config["WEB_SERVER_ADDRESS"] = http_address(args.service)
     logging.config.dictConfig(
         logging_config(args.service, os.environ.get("GRIDFLOW_LOG_LEVEL", "INFO"))
     )

@@ -7,6 +7,7 @@ report-in and resolve deadlines as durations (see ``shared.calendar.Duration``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from shared.calendar import Duration
 from shared.grid import CANONICAL_LEVELS
 
+_DEPT_CODE = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
 FAMILIES = {"component": "部件", "event": "事件"}
 STARTING_TIERS = tuple(t for t in CANONICAL_LEVELS if t != "building")
 
@@ -89,6 +91,11 @@ class Catalogue:
     def from_dict(cls, data: Mapping[str, Any]) -> Catalogue:
         departments: dict[str, Department] = {}
         for d in data["departments"]:
+            if not _DEPT_CODE.match(str(d["code"])) or d["code"] == "tier":
+                raise CatalogueError(
+                    f"department code {d['code']!r}: lower-case letters, digits and _ "
+                    "(it is a routing-key word), and not 'tier'"
+                )
             dept = Department(
                 code=str(d["code"]), name=str(d["name"]), name_en=str(d.get("name_en", ""))
             )

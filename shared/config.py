@@ -16,6 +16,25 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 
 
+# Where each service with HTTP entrypoints listens: intake is the API, the others serve
+# their health (and later their pages). GRIDFLOW_<SERVICE>_HTTP_ADDRESS overrides.
+HTTP_ADDRESSES = {
+    "intake": "127.0.0.1:8000",
+    "monitor": "127.0.0.1:8001",
+    "escalation": "127.0.0.1:8002",
+}
+
+
+def http_address(service: str, config: Mapping[str, Any] | None = None) -> str:
+    config = config or {}
+    own = setting(config, f"GRIDFLOW_{service.upper()}_HTTP_ADDRESS", None)
+    if own:
+        return str(own)
+    if service == "intake":
+        return str(setting(config, "GRIDFLOW_HTTP_ADDRESS", HTTP_ADDRESSES["intake"]))
+    return HTTP_ADDRESSES.get(service, "127.0.0.1:0")
+
+
 def setting(config: Mapping[str, Any], key: str, default: Any) -> Any:
     value = config.get(key)
     if value in (None, ""):

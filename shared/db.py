@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     create_engine,
     event,
+    inspect,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -118,8 +119,28 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_tables(engine: Engine, metadata: MetaData) -> None:
+class SchemaMismatch(RuntimeError):
+    """The database holds tables of an older gridflow that lack columns this one needs."""
+
+
+def create_tables(engine: Engine, metadata: MetaData, schema: str | None = None) -> None:
+    """Create missing tables, then check that existing ones have every column we map.
+
+    gridflow has no migrations yet: a table from an older version fails the start with a
+    message saying what to do, instead of failing the first query that touches it.
+    """
     metadata.create_all(engine)
+    inspector = inspect(engine)
+    where = schema if engine.dialect.name == "postgresql" else None
+    for table in metadata.sorted_tables:
+        have = {c["name"] for c in inspector.get_columns(table.name, schema=where)}
+        missing = [c.name for c in table.columns if c.name not in have]
+        if missing:
+            raise SchemaMismatch(
+                f"table {table.name} ({engine.url.render_as_string(hide_password=True)}) "
+                f"lacks columns {', '.join(missing)}: it was made by an older gridflow. "
+                "Move the database away (the demo's var/ is disposable) or migrate it."
+            )
 
 
 def is_postgres(engine: Engine) -> bool:

@@ -23,16 +23,19 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from shared.grid import CANONICAL_LEVELS
+from shared.policy import SEVERITIES, TARGETS, WHISTLE_LEVELS
 
 REPORTER_KINDS = ("grid_worker", "resident", "hotline", "app", "department", "other")
-ROLES = ("lead", "assist")
+ROLES = ("lead", "assist", "summoned")
 TIERS = tuple(t for t in CANONICAL_LEVELS if t != "building")
 CLOCK_KINDS = ("report_in", "resolve")
 MAX_DESCRIPTION = 2000
 MAX_MEDIA = 10
+_CODE = validate.Length(min=1, max=64)
+_TEXT = validate.Length(max=MAX_DESCRIPTION)
 
 
 class InvalidEvent(ValueError):
@@ -75,7 +78,8 @@ class CaseSummarySchema(_Tolerant):
 
     category = fields.String(required=True)
     category_name = fields.String(load_default="")
-    description = fields.String(required=True, validate=validate.Length(max=MAX_DESCRIPTION))
+    severity = fields.String(load_default="normal", validate=validate.OneOf(SEVERITIES))
+    description = fields.String(required=True, validate=_TEXT)
     location = fields.Nested(LocationSchema, required=True)
     reporter = fields.Nested(ReporterSchema, required=True)
     media_urls = fields.List(
@@ -86,11 +90,11 @@ class CaseSummarySchema(_Tolerant):
 
 
 class AssignmentSchema(_Tolerant):
-    department = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    department = fields.String(required=True, validate=_CODE)
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
     report_in_due = fields.AwareDateTime(required=True)
     resolve_due = fields.AwareDateTime(required=True)
-    report_in = fields.String(load_default="")  # the duration as the catalogue wrote it
+    report_in = fields.String(load_default="")  # the durations as the data wrote them
     resolve = fields.String(load_default="")
 
 
@@ -99,6 +103,53 @@ class TierSchema(_Tolerant):
     code = fields.String(required=True)
     name = fields.String(load_default="")
     owner = fields.Nested(OwnerSchema, load_default=dict)
+
+
+class TierRecipientSchema(TierSchema):
+    role = fields.String(required=True, validate=validate.OneOf(("owner", "supervisor")))
+
+
+class NotifySchema(_Tolerant):
+    """Who is told: departments by code, and grid nodes (their owners) by tier."""
+
+    departments = fields.List(fields.String(validate=_CODE), load_default=list)
+    tiers = fields.List(fields.Nested(TierRecipientSchema), load_default=list)
+
+
+class PolicyStepSchema(_Tolerant):
+    tier = fields.String(required=True, validate=validate.OneOf(TIERS))
+    notify = fields.List(fields.String(validate=validate.OneOf(TARGETS)), required=True)
+    report_in = fields.String(required=True)
+    resolve = fields.String(required=True)
+    repeat = fields.Integer(required=True, validate=validate.Range(0, 10))
+
+
+class PolicySnapshotSchema(_Tolerant):
+    """A case's tier policy as it was when the case was routed (see shared.policy)."""
+
+    name = fields.String(required=True)
+    version = fields.String(load_default="")
+    severity = fields.String(load_default="normal", validate=validate.OneOf(SEVERITIES))
+    start = fields.String(required=True, validate=validate.OneOf(TIERS))
+    steps = fields.List(fields.Nested(PolicyStepSchema), required=True,
+                        validate=validate.Length(min=1))
+    whistle = fields.Dict(keys=fields.String(validate=validate.OneOf(WHISTLE_LEVELS)),
+                          values=fields.Dict(), required=True)
+
+
+class MissedClockSchema(_Tolerant):
+    department = fields.String(required=True, validate=_CODE)
+    clock = fields.String(required=True, validate=validate.OneOf(CLOCK_KINDS))
+    due_at = fields.AwareDateTime(required=True)
+    next_due = fields.AwareDateTime(load_default=None, allow_none=True)  # None: it stopped
+
+
+class OperatorSchema(_Tolerant):
+    """Who acted for a grid tier (a whistle, an approval): a name and the tier."""
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    tier = fields.String(required=True, validate=validate.OneOf(TIERS))
+    code = fields.String(load_default="", validate=validate.Length(max=24))
 
 
 # -- payloads ---------------------------------------------------------------------------------
@@ -113,14 +164,9 @@ class CaseRouted(_Tolerant):
     assignments = fields.List(
         fields.Nested(AssignmentSchema), required=True, validate=validate.Length(min=1)
     )
+    policy = fields.Nested(PolicySnapshotSchema, required=True)
     catalogue_version = fields.String(load_default="")
     routed_at = fields.AwareDateTime(required=True)
-
-
-class MissedClockSchema(_Tolerant):
-    department = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    clock = fields.String(required=True, validate=validate.OneOf(CLOCK_KINDS))
-    due_at = fields.AwareDateTime(required=True)
 
 
 class CaseEscalated(_Tolerant):
@@ -130,8 +176,77 @@ class CaseEscalated(_Tolerant):
     )
     from_tier = fields.Nested(TierSchema, required=True)
     to_tier = fields.Nested(TierSchema, required=True)
-    notify = fields.List(fields.String(), required=True)  # departments to tell
+    step = fields.Integer(required=True, validate=validate.Range(min=0))
+    notify = fields.Nested(NotifySchema, required=True)
     escalated_at = fields.AwareDateTime(required=True)
+
+
+class CaseReminded(_Tolerant):
+    """Deadlines missed at a tier that repeats them (or that is the top): no tier change."""
+
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    missed = fields.List(fields.Nested(MissedClockSchema), load_default=list)
+    exhausted = fields.List(fields.Nested(MissedClockSchema), load_default=list)
+    tier = fields.Nested(TierSchema, required=True)
+    step = fields.Integer(required=True, validate=validate.Range(min=0))
+    notify = fields.Nested(NotifySchema, required=True)
+    reminded_at = fields.AwareDateTime(required=True)
+
+
+class CaseTierChanged(_Tolerant):
+    from_tier = fields.Nested(TierSchema, required=True)
+    to_tier = fields.Nested(TierSchema, required=True)
+    reason = fields.String(required=True)
+    at = fields.AwareDateTime(required=True)
+
+
+class SupervisionItemSchema(_Tolerant):
+    id = fields.Integer(required=True)
+    department = fields.String(required=True, validate=_CODE)
+    kind = fields.String(required=True, validate=validate.OneOf(CLOCK_KINDS))
+    due_at = fields.AwareDateTime(required=True)
+    tier = fields.Nested(TierSchema, load_default=None, allow_none=True)
+    at = fields.AwareDateTime(required=True)  # opened or closed
+    reason = fields.String(load_default="")
+    late_by_s = fields.Float(load_default=None, allow_none=True)
+
+
+class SupervisionChanged(_Tolerant):
+    items = fields.List(fields.Nested(SupervisionItemSchema), required=True,
+                        validate=validate.Length(min=1))
+
+
+class CaseWhistled(_Tolerant):
+    level = fields.String(required=True, validate=validate.OneOf(WHISTLE_LEVELS))
+    departments = fields.List(fields.String(validate=_CODE), required=True,
+                              validate=validate.Length(min=1, max=20))
+    by = fields.Nested(OperatorSchema, required=True)
+    reason = fields.String(load_default="", validate=_TEXT)
+    whistled_at = fields.AwareDateTime(required=True)
+
+
+class AssignmentsAdded(_Tolerant):
+    """Departments summoned to a case after its routing (吹哨: a whistle summons them).
+
+    ``assignments`` are the new ones; ``already`` the summoned departments that were on the
+    case already (they are told, and keep their clocks). ``raise_to`` is the tier a hard
+    case moves to (the district's leadership)."""
+
+    reason = fields.String(required=True, validate=validate.OneOf(("whistle",)))
+    level = fields.String(required=True, validate=validate.OneOf(WHISTLE_LEVELS))
+    by = fields.Nested(OperatorSchema, required=True)
+    note = fields.String(load_default="", validate=_TEXT)
+    assignments = fields.List(fields.Nested(AssignmentSchema), required=True)
+    already = fields.List(fields.String(validate=_CODE), load_default=list)
+    whistler = fields.Nested(TierSchema, required=True)  # the node that blew the whistle
+    raise_to = fields.Nested(TierSchema, load_default=None, allow_none=True)
+    case = fields.Nested(CaseSummarySchema, required=True)
+    added_at = fields.AwareDateTime(required=True)
+
+    @validates_schema
+    def _someone(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("assignments") and not data.get("already"):
+            raise ValidationError("a whistle summons at least one department")
 
 
 class AssignmentDispatched(_Tolerant):
@@ -145,17 +260,57 @@ class AssignmentDispatched(_Tolerant):
 class AssignmentAcknowledged(_Tolerant):
     department = fields.String(required=True)
     actor = fields.String(load_default="")
-    note = fields.String(load_default="", validate=validate.Length(max=MAX_DESCRIPTION))
+    note = fields.String(load_default="", validate=_TEXT)
     at = fields.AwareDateTime(required=True)
 
 
 class AssignmentResolved(_Tolerant):
     department = fields.String(required=True)
     actor = fields.String(load_default="")
-    note = fields.String(load_default="", validate=validate.Length(max=MAX_DESCRIPTION))
+    note = fields.String(load_default="", validate=_TEXT)
     media_urls = fields.List(
         fields.Url(), load_default=list, validate=validate.Length(max=MAX_MEDIA)
     )
+    at = fields.AwareDateTime(required=True)
+
+
+class AssignmentPaused(_Tolerant):
+    department = fields.String(required=True, validate=_CODE)
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=MAX_DESCRIPTION))
+    actor = fields.String(load_default="")
+    at = fields.AwareDateTime(required=True)
+
+
+class AssignmentResumed(_Tolerant):
+    department = fields.String(required=True, validate=_CODE)
+    actor = fields.String(load_default="")
+    at = fields.AwareDateTime(required=True)
+
+
+class AssignmentReopened(_Tolerant):
+    department = fields.String(required=True, validate=_CODE)
+    reason = fields.String(required=True, validate=_TEXT)
+    at = fields.AwareDateTime(required=True)
+
+
+class ExtensionDecided(_Tolerant):
+    extension_id = fields.Integer(required=True)
+    department = fields.String(required=True, validate=_CODE)
+    approved = fields.Boolean(required=True)
+    extend_by = fields.String(required=True)  # a duration: 4wh, 2wd, 1d …
+    approver = fields.Nested(OperatorSchema, required=True)
+    note = fields.String(load_default="", validate=_TEXT)
+    at = fields.AwareDateTime(required=True)
+
+
+class AssignmentRescheduled(_Tolerant):
+    """escalation moved an assignment's deadlines (an extension, a resume, a rework).
+    A deadline is None while its clock is paused or stopped."""
+
+    department = fields.String(required=True, validate=_CODE)
+    report_in_due = fields.AwareDateTime(load_default=None, allow_none=True)
+    resolve_due = fields.AwareDateTime(load_default=None, allow_none=True)
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=MAX_DESCRIPTION))
     at = fields.AwareDateTime(required=True)
 
 
@@ -163,18 +318,50 @@ class CaseResolved(_Tolerant):
     resolved_at = fields.AwareDateTime(required=True)
 
 
-# Public dispatch payloads (exchange gridflow.dispatch, routing key <department>.<type>).
+# Public dispatch payloads (exchange gridflow.dispatch). Departments get routing key
+# <department>.<type>; grid tiers get tier.<tier>.<node code>.<type>.
+class RecipientSchema(_Tolerant):
+    kind = fields.String(required=True, validate=validate.OneOf(("department", "tier")))
+    department = fields.String(load_default=None, allow_none=True)
+    tier = fields.Nested(TierRecipientSchema, load_default=None, allow_none=True)
+
+
+class WhistleInfoSchema(_Tolerant):
+    level = fields.String(required=True, validate=validate.OneOf(WHISTLE_LEVELS))
+    by = fields.Nested(OperatorSchema, required=True)
+    note = fields.String(load_default="")
+
+
 class DispatchAssigned(_Tolerant):
     department = fields.String(required=True)
     assignment = fields.Nested(AssignmentSchema, required=True)
     tier = fields.Nested(TierSchema, required=True)
     case = fields.Nested(CaseSummarySchema, required=True)
+    whistle = fields.Nested(WhistleInfoSchema, load_default=None, allow_none=True)
     links = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
 
 
 class DispatchEscalated(_Tolerant):
-    department = fields.String(required=True)
+    department = fields.String(load_default=None, allow_none=True)  # for a department
+    recipient = fields.Nested(RecipientSchema, required=True)
     escalation = fields.Nested(CaseEscalated, required=True)
+    case = fields.Nested(CaseSummarySchema, load_default=None, allow_none=True)
+    links = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+
+
+class DispatchReminded(_Tolerant):
+    department = fields.String(load_default=None, allow_none=True)  # for a department
+    recipient = fields.Nested(RecipientSchema, required=True)
+    reminder = fields.Nested(CaseReminded, required=True)
+    case = fields.Nested(CaseSummarySchema, load_default=None, allow_none=True)
+    links = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+
+
+class DispatchWhistled(_Tolerant):
+    department = fields.String(load_default=None, allow_none=True)  # for a department
+    recipient = fields.Nested(RecipientSchema, required=True)
+    whistle = fields.Nested(WhistleInfoSchema, required=True)
+    departments = fields.List(fields.String(), required=True)
     case = fields.Nested(CaseSummarySchema, load_default=None, allow_none=True)
     links = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
 
@@ -194,41 +381,49 @@ def _specs(*specs: EventSpec) -> dict[str, EventSpec]:
 # Between services, on exchange gridflow.events with routing key = name.
 INTERNAL = _specs(
     EventSpec("case.reported", 1, CaseReported, "intake registered a report as a new case"),
-    EventSpec(
-        "case.routed",
-        1,
-        CaseRouted,
-        "routing chose the starting tier, the lead and assisting departments, deadlines",
-    ),
-    EventSpec(
-        "case.escalated", 1, CaseEscalated, "a deadline was missed; the case moved a tier up"
-    ),
-    EventSpec(
-        "assignment.dispatched",
-        1,
-        AssignmentDispatched,
-        "notify committed an assignment to the department's dispatch queue",
-    ),
-    EventSpec(
-        "assignment.acknowledged",
-        1,
-        AssignmentAcknowledged,
-        "a department reported in (报到) for its assignment",
-    ),
-    EventSpec(
-        "assignment.resolved",
-        1,
-        AssignmentResolved,
-        "a department reported its part of the work done",
-    ),
+    EventSpec("case.routed", 1, CaseRouted,
+              "routing chose the starting tier, the departments, deadlines and the policy"),
+    EventSpec("case.whistled", 1, CaseWhistled,
+              "a community or street operator blew the whistle (吹哨) on a case"),
+    EventSpec("assignments.added", 1, AssignmentsAdded,
+              "routing added departments to a case (those a whistle summoned)"),
+    EventSpec("assignment.dispatched", 1, AssignmentDispatched,
+              "notify committed an assignment to the department's dispatch queue"),
+    EventSpec("assignment.acknowledged", 1, AssignmentAcknowledged,
+              "a department reported in (报到) for its assignment"),
+    EventSpec("assignment.resolved", 1, AssignmentResolved,
+              "a department reported its part of the work done"),
+    EventSpec("assignment.paused", 1, AssignmentPaused,
+              "a department paused its work (缓办): its clocks stop counting"),
+    EventSpec("assignment.resumed", 1, AssignmentResumed,
+              "a paused assignment goes on: its clocks count again"),
+    EventSpec("assignment.reopened", 1, AssignmentReopened,
+              "an assignment is worked again (返工): its clocks restart the policy"),
+    EventSpec("extension.decided", 1, ExtensionDecided,
+              "the tier above approved or refused a department's extension (延期)"),
+    EventSpec("case.escalated", 1, CaseEscalated,
+              "a deadline was missed; the case moved a tier up"),
+    EventSpec("case.reminded", 1, CaseReminded,
+              "a deadline was missed at a tier that repeats it; the people were reminded"),
+    EventSpec("assignment.rescheduled", 1, AssignmentRescheduled,
+              "escalation moved an assignment's deadlines (extension, resume, rework)"),
+    EventSpec("case.tier_changed", 1, CaseTierChanged,
+              "the case's tier changed other than by escalation (a whistle, a restart)"),
+    EventSpec("supervision.opened", 1, SupervisionChanged,
+              "overdue items went on the supervision ledger (督办台账)"),
+    EventSpec("supervision.closed", 1, SupervisionChanged,
+              "supervised items were closed (reported in, resolved, extended)"),
     EventSpec("case.resolved", 1, CaseResolved, "every assignment of the case is resolved"),
 )
-# To departments, on exchange gridflow.dispatch with routing key <department>.<name>.
+# To departments and grid tiers, on exchange gridflow.dispatch.
 PUBLIC = _specs(
     EventSpec("case.assigned", 1, DispatchAssigned, "the department has a new assignment"),
-    EventSpec(
-        "case.escalated", 1, DispatchEscalated, "a case the department works on moved a tier up"
-    ),
+    EventSpec("case.escalated", 1, DispatchEscalated,
+              "a case the recipient works on or supervises moved a tier up"),
+    EventSpec("case.reminded", 1, DispatchReminded,
+              "a deadline the recipient answers for was missed and repeated"),
+    EventSpec("case.whistled", 1, DispatchWhistled,
+              "a whistle summoned departments on a case under the recipient's tier"),
 )
 
 

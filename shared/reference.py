@@ -1,7 +1,8 @@
 """Reference data a deployment ships as files: the grid, the catalogue and the calendar.
 
-``GRIDFLOW_DATA_DIR`` (default ``deploy/demo``) holds ``district.yaml``, ``catalogue.yaml``
-and ``calendar.yaml``. Each service loads them once at start-up.
+``GRIDFLOW_DATA_DIR`` (default ``deploy/demo``) holds ``district.yaml``, ``catalogue.yaml``,
+``calendar.yaml`` and ``policy.yaml``. Each service loads them once at start-up, and a
+policy that names an unknown category fails the start.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import yaml
 from shared.calendar import WorkCalendar
 from shared.catalogue import Catalogue
 from shared.grid import GridRegistry
+from shared.policy import PolicyBook
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class ReferenceData:
     grid: GridRegistry
     catalogue: Catalogue
     calendar: WorkCalendar
+    policy: PolicyBook
     source: Path
 
 
@@ -38,6 +41,7 @@ def load_reference(data_dir: str | Path) -> ReferenceData:
             grid=GridRegistry.from_dict(_read(root / "district.yaml")),
             catalogue=Catalogue.from_dict(_read(root / "catalogue.yaml")),
             calendar=WorkCalendar.from_dict(_read(root / "calendar.yaml")),
+            policy=PolicyBook.from_dict(_read(root / "policy.yaml")),
             source=root,
         )
     except FileNotFoundError as exc:

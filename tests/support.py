@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import kombu
 import yaml
 from nameko.testing.services import replace_dependencies
+from nameko.testing.utils import find_free_port
 
 from shared.clock import FakeClock
 from shared.grid import GridRegistry
@@ -73,10 +74,15 @@ def start_services(
     *service_classes: type,
     clock: FakeClock | None = None,
 ) -> dict[str, Any]:
-    """Start services in this process, sharing one fake clock when given."""
+    """Start services in this process, sharing one fake clock when given. Intake listens
+    on the config's WEB_SERVER_ADDRESS; any other service with HTTP entrypoints (escalation's
+    health) gets a free port of its own, in ``container.config``."""
     containers = {}
     for cls in service_classes:
-        container = container_factory(cls, config)
+        own = config
+        if cls.name != "intake":
+            own = {**config, "WEB_SERVER_ADDRESS": f"127.0.0.1:{find_free_port()}"}
+        container = container_factory(cls, own)
         if clock is not None:
             replace_dependencies(container, clock=clock)
         container.start()

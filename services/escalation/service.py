@@ -1,31 +1,36 @@
-"""escalation: keeps every clock in its tables and escalates on missed deadlines.
+"""escalation: owns every clock, the tiers of cases and the supervision ledger (台账).
 
-The clock is the database, not memory and not broker TTLs: a ticker (nameko's ``@timer``
-only drives it) claims due clocks with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and a
-fenced ``UPDATE … WHERE state = 'running'`` on both backends, so any number of instances
-can tick and a restart fires, once, whatever fell due while it was down.
+A thin shell over ``engine`` (tables) and ``clocks`` (rules). The clock is the database,
+not memory and not broker TTLs: ``@ticker`` only drives it, and any number of instances
+can tick. An auditor reports clocks that should have fired and did not.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import logging
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from nameko.dependency_providers import Config
+from nameko.rpc import rpc
+from werkzeug.wrappers import Request
 
-from shared.events import Event, make_event
+from shared.config import setting
+from shared.db import is_postgres
+from shared.events import Event
 from shared.extensions.consumer import event_handler
 from shared.extensions.context import ClockProvider, Reference
+from shared.extensions.http import json_http
 from shared.extensions.store import Store
 from shared.extensions.ticker import ticker
-from shared.unit_of_work import UnitOfWork
 
-from . import clocks
-from .store import Base, CaseTier, Clock, Inbox, Outbox
+from .engine import Engine
+from .store import Base, Inbox, Outbox
 
-TICK_SECONDS = 1.0
+log = logging.getLogger(__name__)
+
 CLAIM_BATCH = 500
+AUDIT_MARGIN_S = 60.0
 
 
 class EscalationService:
@@ -34,115 +39,86 @@ class EscalationService:
     db = Store(Base.metadata, Outbox, Inbox)
     ref = Reference()
     clock = ClockProvider()
+    config = Config()
 
+    @property
+    def engine(self) -> Engine:
+        return Engine(self.ref, self.name, claim_with_skip_locked=is_postgres(self.db.engine))
+
+    def _handle(self, events: list[Event], consumer: str, method: str) -> None:
+        now = self.clock.now()
+        engine = self.engine
+        with self.db.transaction() as tx:
+            for ev in tx.fresh(events, consumer):
+                getattr(engine, method)(tx, ev, now)
+
+    # -- events ----------------------------------------------------------------------------
     @event_handler("case.routed")
     def on_routed(self, events: list[Event]) -> None:
-        now = self.clock.now()
-        with self.db.transaction() as tx:
-            for ev in tx.fresh(events, "escalation.on_routed"):
-                tier = ev.data["tier"]
-                tx.session.merge(
-                    CaseTier(
-                        case_id=ev.case_id,
-                        grid_code=ev.data["case"]["location"]["grid_code"],
-                        tier=tier["tier"],
-                        tier_code=tier["code"],
-                        escalations=0,
-                        updated_at=now,
-                    )
-                )
-                for plan in clocks.clocks_for(ev.data["assignments"]):
-                    row = _clock(tx.session, ev.case_id, plan.department, plan.kind)
-                    if row is None:
-                        row = Clock(case_id=ev.case_id, department=plan.department, kind=plan.kind)
-                        tx.session.add(row)
-                    row.role = plan.role
-                    row.due_at = plan.due_at
-                    row.state = clocks.state_on_arrival(row.state)
+        self._handle(events, "escalation.on_routed", "on_routed")
+
+    @event_handler("assignments.added")
+    def on_added(self, events: list[Event]) -> None:
+        self._handle(events, "escalation.on_added", "on_added")
 
     @event_handler("assignment.acknowledged", "assignment.resolved")
     def on_stopped(self, events: list[Event]) -> None:
-        with self.db.transaction() as tx:
-            for ev in tx.fresh(events, "escalation.on_stopped"):
-                for kind in clocks.STOPS[ev.type]:
-                    row = _clock(tx.session, ev.case_id, ev.data["department"], kind)
-                    if row is None:
-                        row = Clock(case_id=ev.case_id, department=ev.data["department"], kind=kind)
-                        tx.session.add(row)
-                    if row.state != clocks.FIRED:
-                        row.state = clocks.STOPPED
-                    row.stopped_at = ev.data["at"]
+        self._handle(events, "escalation.on_stopped", "on_stopped")
 
-    @ticker("GRIDFLOW_TICK_S", default=TICK_SECONDS)
+    @event_handler("assignment.paused")
+    def on_paused(self, events: list[Event]) -> None:
+        self._handle(events, "escalation.on_paused", "on_paused")
+
+    @event_handler("assignment.resumed")
+    def on_resumed(self, events: list[Event]) -> None:
+        self._handle(events, "escalation.on_resumed", "on_resumed")
+
+    @event_handler("assignment.reopened")
+    def on_reopened(self, events: list[Event]) -> None:
+        self._handle(events, "escalation.on_reopened", "on_reopened")
+
+    @event_handler("extension.decided")
+    def on_extension(self, events: list[Event]) -> None:
+        self._handle(events, "escalation.on_extension", "on_extension")
+
+    # -- the clock -------------------------------------------------------------------------
+    @ticker("GRIDFLOW_TICK_S", default=1.0)
     def tick(self) -> int:
-        """Fire every clock that is due now; returns how many fired."""
+        """Fire every clock that is due now; returns how many clocks fired."""
         now = self.clock.now()
+        engine = self.engine
         fired = 0
         while True:
             with self.db.transaction() as tx:
-                seen, claimed = self._fire_due(tx, now)
+                claimed, _moved = engine.fire_due(tx, now, CLAIM_BATCH)
             fired += claimed
-            if seen < CLAIM_BATCH:
+            if claimed < CLAIM_BATCH:
                 return fired
 
-    def _fire_due(self, tx: UnitOfWork, now: Any) -> tuple[int, int]:
-        """Claim one batch of due clocks and escalate their cases: (seen, claimed)."""
-        s = tx.session
-        due = s.scalars(
-            select(Clock)
-            .where(Clock.state == clocks.RUNNING, Clock.due_at <= now)
-            .order_by(Clock.due_at)
-            .limit(CLAIM_BATCH)
-            .with_for_update(skip_locked=True)
-        ).all()
-        if not due:
-            return 0, 0
-        claimed = set(
-            s.scalars(
-                update(Clock)
-                .where(Clock.id.in_([c.id for c in due]), Clock.state == clocks.RUNNING)
-                .values(state=clocks.FIRED, fired_at=now)
-                .returning(Clock.id)
-            )
-        )
-        by_case: dict[str, list[Clock]] = defaultdict(list)
-        for c in due:
-            if c.id in claimed:
-                by_case[c.case_id].append(c)
-        for case_id, missed in by_case.items():
-            self._escalate(tx, case_id, missed, now)
-        return len(due), len(claimed)
+    @ticker("GRIDFLOW_AUDIT_S", default=30.0)
+    def audit(self) -> dict[str, Any]:
+        """Log clocks that are overdue by more than the margin and have not fired."""
+        report = self.audit_report()
+        if report["overdue_unfired"]:
+            log.warning("clocks overdue and not fired", extra=report)
+        return report
 
-    def _escalate(self, tx: UnitOfWork, case_id: str, missed: list[Clock], now: Any) -> None:
-        s = tx.session
-        case = s.get(CaseTier, case_id)
-        if case is None:
-            raise LookupError(f"clock of case {case_id} fired but the case has no tier row")
-        open_departments = s.scalars(
-            select(Clock.department).where(
-                Clock.case_id == case_id,
-                Clock.kind == clocks.RESOLVE,
-                Clock.state != clocks.STOPPED,
-            )
-        ).all()
-        payload = clocks.escalation(
-            grid=self.ref.grid,
-            grid_code=case.grid_code,
-            tier=case.tier,
-            missed=[clocks.Missed(c.department, c.kind, c.due_at) for c in missed],
-            departments_open=open_departments,
-            at=now,
-        )
-        case.tier = payload["to_tier"]["tier"]
-        case.tier_code = payload["to_tier"]["code"]
-        case.escalations += 1
-        case.updated_at = now
-        tx.emit(make_event("case.escalated", case_id, payload, producer=self.name, at=now))
+    def _margin(self) -> timedelta:
+        return timedelta(seconds=float(setting(self.config, "GRIDFLOW_AUDIT_MARGIN_S",
+                                               AUDIT_MARGIN_S)))
 
+    # -- queries (RPC for intake, HTTP for operators and probes) ---------------------------
+    @rpc
+    def audit_report(self) -> dict[str, Any]:
+        with self.db.read() as s:
+            return self.engine.audit(s, self.clock.now(), self._margin())
 
-def _clock(session: Session, case_id: str, department: str, kind: str) -> Clock | None:
-    return session.scalars(
-        select(Clock).where(
-            Clock.case_id == case_id, Clock.department == department, Clock.kind == kind
-        )
-    ).one_or_none()
+    @rpc
+    def ledger(self, **filters: Any) -> dict[str, Any]:
+        with self.db.read() as s:
+            return self.engine.ledger(s, now=self.clock.now(), **filters)
+
+    @json_http("GET", "/health")
+    def health(self, request: Request) -> tuple[int, dict[str, Any]]:
+        report = self.audit_report()
+        return (200 if report["status"] == "ok" else 503), {"service": self.name, **report}

@@ -13,71 +13,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from .model import (
+    Assignment,
+    AssignmentState,
+    CaseState,
+    TimelineEntry,
+    TransitionError,
+    plain,
+)
+from .tiered import Extension, TieredResponse
 
-class CaseState:
-    REPORTED = "reported"
-    ROUTED = "routed"
-    DISPATCHED = "dispatched"
-    ACKNOWLEDGED = "acknowledged"
-    IN_PROGRESS = "in_progress"
-    RESOLVED = "resolved"
-    OPEN = (REPORTED, ROUTED, DISPATCHED, ACKNOWLEDGED, IN_PROGRESS)
-    ALL = (*OPEN, RESOLVED)
-
-
-class AssignmentState:
-    PENDING = "pending"
-    DISPATCHED = "dispatched"
-    ACKNOWLEDGED = "acknowledged"
-    RESOLVED = "resolved"
-    ORDER = (PENDING, DISPATCHED, ACKNOWLEDGED, RESOLVED)
+__all__ = [
+    "Assignment", "AssignmentState", "Case", "CaseState", "Extension", "TimelineEntry",
+    "TransitionError",
+]
 
 
-class TransitionError(Exception):
-    """The action is not allowed in the current state; ``str()`` says why."""
-
-
-class TimelineEntry:
-    """One line of a case's history. The timeline is append-only: a case records new
-    entries in ``Case.new_entries`` and never needs its past ones to decide anything."""
-
-    def __init__(
-        self,
-        case_id: str,
-        at: datetime,
-        kind: str,
-        actor: str = "",
-        reason: str = "",
-        data: dict[str, Any] | None = None,
-    ) -> None:
-        self.case_id = case_id
-        self.at = at
-        self.kind = kind
-        self.actor = actor
-        self.reason = reason
-        self.data = data or {}
-
-
-class Assignment:
-    def __init__(
-        self, department: str, role: str, report_in_due: datetime, resolve_due: datetime
-    ) -> None:
-        self.department = department
-        self.role = role
-        self.state = AssignmentState.PENDING
-        self.report_in_due = report_in_due
-        self.resolve_due = resolve_due
-        self.dispatched_at: datetime | None = None
-        self.acknowledged_at: datetime | None = None
-        self.resolved_at: datetime | None = None
-        self.note = ""
-        self.media_urls: list[str] = []
-
-    def _rank(self) -> int:
-        return AssignmentState.ORDER.index(self.state)
-
-
-class Case:
+class Case(TieredResponse):
     def __init__(
         self,
         case_id: str,
@@ -92,8 +44,10 @@ class Case:
         lng: float | None = None,
         media_urls: list[str] | None = None,
         occurred_at: datetime | None = None,
+        severity: str = "normal",
     ) -> None:
         self.case_id = case_id
+        self.severity = severity
         self.state = CaseState.REPORTED
         self.category = category
         self.grid_code = grid_code
@@ -110,6 +64,7 @@ class Case:
         self.tier_code: str | None = None
         self.escalations = 0
         self.assignments: list[Assignment] = []
+        self.extensions: list[Extension] = []
         self.record(reported_at, "reported", actor=_actor(reporter), reason="report received")
 
     # -- bookkeeping -----------------------------------------------------------------------
@@ -174,7 +129,7 @@ class Case:
             "routed",
             actor="routing",
             reason=f"starts at {tier['tier']} {tier.get('name', '')}; lead {lead}".strip(),
-            data={"tier": tier, "assignments": [_plain(a) for a in assignments]},
+            data={"tier": tier, "assignments": [plain(a) for a in assignments]},
         )
         self._derive_state()
 
@@ -193,18 +148,6 @@ class Case:
             data={"department": department, "routing_key": routing_key, "message_id": message_id},
         )
         self._derive_state()
-
-    def escalated(self, data: dict[str, Any], at: datetime) -> None:
-        self.tier, self.tier_code = data["to_tier"]["tier"], data["to_tier"]["code"]
-        self.escalations += 1
-        late = ", ".join(f"{m['department']} ({m['clock']})" for m in data["missed"])
-        self.record(
-            at,
-            "escalated",
-            actor="escalation",
-            reason=f"{data['reason']}: {late}; now at {data['to_tier']['tier']}",
-            data=_plain(data),
-        )
 
     # -- what departments do ---------------------------------------------------------------
     def acknowledge(self, department: str, *, actor: str, note: str, at: datetime) -> None:
@@ -278,9 +221,12 @@ class Case:
             self.record(at, "case_resolved", actor="intake", reason="every assignment is resolved")
             self.pending_events.append(("case.resolved", {"resolved_at": at}))
 
-    def _own_assignment(self, department: str) -> Assignment:
+    def _require_open(self) -> None:
         if self.state not in CaseState.OPEN:
             raise TransitionError(f"case {self.case_id} is {self.state}")
+
+    def _own_assignment(self, department: str) -> Assignment:
+        self._require_open()
         a = self.assignment(department)
         if a is None:
             names = ", ".join(x.department for x in self.assignments) or "none yet"
@@ -292,14 +238,3 @@ class Case:
 
 def _actor(reporter: dict[str, Any]) -> str:
     return f"{reporter.get('kind', '')}:{reporter.get('id', '')}".rstrip(":")
-
-
-def _plain(value: Any) -> Any:
-    """JSON-friendly copy (datetimes as ISO strings) for the timeline's data column."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value

@@ -17,6 +17,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from shared.events import MAX_DESCRIPTION, MAX_MEDIA, REPORTER_KINDS
 from shared.grid import GridError
+from shared.policy import SEVERITIES
 from shared.reference import ReferenceData
 
 FUTURE_SKEW = timedelta(minutes=5)
@@ -61,6 +62,7 @@ class ReportBody(Schema):
         validate=validate.Length(max=MAX_MEDIA),
     )
     occurred_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    severity = fields.String(load_default="normal", validate=validate.OneOf(SEVERITIES))
 
     @validates_schema
     def _location(self, data: dict[str, Any], **_: Any) -> None:
@@ -107,6 +109,7 @@ def summarise(body: dict[str, Any], ref: ReferenceData, now: datetime) -> dict[s
     return {
         "category": category.code,
         "category_name": category.name,
+        "severity": body.get("severity", "normal"),
         "description": body["description"].strip(),
         "location": {
             "grid_code": cell.code,

@@ -6,61 +6,54 @@ A thin shell: request schemas and resolution live in ``reports``, the case rules
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from marshmallow import Schema, fields, validate
+import eventlet
+from nameko.rpc import RpcProxy
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from werkzeug.wrappers import Request
+from werkzeug.wrappers import Request, Response
 
-from shared.events import MAX_DESCRIPTION, MAX_MEDIA, Event, make_event
-from shared.extensions.consumer import PoisonEvent, RetryLater, event_handler
+from shared.events import Event, make_event
+from shared.extensions.consumer import event_handler
 from shared.extensions.context import ClockProvider, Reference
-from shared.extensions.http import Conflict, NotFound, json_http, read_json, request_body
+from shared.extensions.http import (
+    ApiError,
+    Conflict,
+    NotFound,
+    Unavailable,
+    json_http,
+    read_json,
+    request_body,
+)
 from shared.extensions.store import Store
+from shared.failures import PoisonEvent, RetryLater
 from shared.grid import LEVEL_NAMES_ZH
 from shared.unit_of_work import UnitOfWork
 
-from . import reports, views
-from .cases import Case, CaseState, TransitionError
+from . import bodies, reports, views
+from .cases import Case, CaseState, Extension, TransitionError
 from .store import Base, Inbox, Outbox, Report, cases
 
+RPC_TIMEOUT_S = 10.0
+CSV_PAGE = 100  # ledger rows per RPC call when exporting
 
-class AckBody(Schema):
-    actor = fields.String(load_default="", validate=validate.Length(max=100))
-    note = fields.String(load_default="", validate=validate.Length(max=MAX_DESCRIPTION))
-
-
-class ResolveBody(Schema):
-    actor = fields.String(load_default="", validate=validate.Length(max=100))
-    note = fields.String(
-        required=True,
-        validate=[
-            validate.Length(min=1, max=MAX_DESCRIPTION),
-            reports.NOT_BLANK,
-        ],
-    )
-    media_urls = fields.List(
-        fields.Url(schemes={"http", "https"}),
-        load_default=list,
-        validate=validate.Length(max=MAX_MEDIA),
-    )
-
-
-class CaseListQuery(Schema):
-    state = fields.String(validate=validate.OneOf(CaseState.ALL))
-    grid = fields.String(validate=validate.Regexp(r"^[0-9]{1,24}\Z", error="digits only"))
-    department = fields.String(validate=validate.Length(max=64))
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
-    per_page = fields.Integer(
-        load_default=20, validate=validate.Range(min=1, max=views.MAX_PER_PAGE)
-    )
-
-
-class GridQuery(Schema):
-    code = fields.String(validate=validate.Regexp(r"^[0-9]{1,24}\Z", error="digits only"))
-    depth = fields.Integer(validate=validate.Range(min=0, max=10))
+# What each event from the pipeline does to the case read model.
+PIPELINE: dict[str, Callable[[Case, dict[str, Any]], None]] = {
+    "case.routed": lambda c, d: c.routed(d["tier"], d["assignments"], d["routed_at"]),
+    "assignment.dispatched": lambda c, d: c.dispatched(
+        d["department"], d["dispatched_at"], d["routing_key"], d["message_id"]
+    ),
+    "assignments.added": lambda c, d: c.summoned(d, d["added_at"]),
+    "case.escalated": lambda c, d: c.escalated(d, d["escalated_at"]),
+    "case.reminded": lambda c, d: c.reminded(d, d["reminded_at"]),
+    "case.tier_changed": lambda c, d: c.tier_changed(d, d["at"]),
+    "assignment.rescheduled": lambda c, d: c.rescheduled(d, d["at"]),
+    "supervision.opened": lambda c, d: c.supervision(True, d["items"], d["items"][0]["at"]),
+    "supervision.closed": lambda c, d: c.supervision(False, d["items"], d["items"][0]["at"]),
+}
 
 
 class IntakeService:
@@ -69,6 +62,7 @@ class IntakeService:
     db = Store(Base.metadata, Outbox, Inbox)
     ref = Reference()
     clock = ClockProvider()
+    escalation = RpcProxy("escalation")
 
     # -- reports ---------------------------------------------------------------------------
     @json_http("POST", "/api/v1/reports")
@@ -122,6 +116,7 @@ class IntakeService:
                 media_urls=summary["media_urls"],
                 occurred_at=summary["occurred_at"],
                 reported_at=now,
+                severity=summary["severity"],
             )
             s.add(case)
             self._save(tx, case, now)
@@ -153,7 +148,7 @@ class IntakeService:
 
     @json_http("GET", "/api/v1/grids")
     def get_grids(self, request: Request) -> dict[str, Any]:
-        q = GridQuery().load(request.args.to_dict())
+        q = bodies.GridQuery().load(request.args.to_dict())
         grid = self.ref.grid
         node = grid.get(q["code"]) if "code" in q else grid.root
         if node is None:
@@ -176,7 +171,7 @@ class IntakeService:
 
     @json_http("GET", "/api/v1/cases")
     def list_cases(self, request: Request) -> dict[str, Any]:
-        q = CaseListQuery().load(request.args.to_dict())
+        q = bodies.CaseListQuery().load(request.args.to_dict())
         with self.db.read() as s:
             return views.list_cases(
                 s,
@@ -190,7 +185,7 @@ class IntakeService:
     # -- departments act -------------------------------------------------------------------
     @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/ack")
     def ack(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
-        body = AckBody().load(_optional_json(request))
+        body = bodies.AckBody().load(_optional_json(request))
         return self._act(
             case_id,
             lambda c, now: c.acknowledge(
@@ -200,7 +195,7 @@ class IntakeService:
 
     @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/resolve")
     def resolve(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
-        body = ResolveBody().load(read_json(request))
+        body = bodies.ResolveBody().load(read_json(request))
         return self._act(
             case_id,
             lambda c, now: c.resolve(
@@ -212,7 +207,116 @@ class IntakeService:
             ),
         )
 
-    def _act(self, case_id: str, action: Any) -> dict[str, Any]:
+    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/pause")
+    def pause(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
+        """缓办: the department's clocks stop counting; a reason is required."""
+        body = bodies.PauseBody().load(read_json(request))
+        return self._act(case_id, lambda c, now: c.pause(
+            department, reason=body["reason"], actor=body["actor"], at=now))
+
+    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/resume")
+    def resume(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
+        body = bodies.ResumeBody().load(_optional_json(request))
+        return self._act(case_id, lambda c, now: c.resume(
+            department, actor=body["actor"], at=now))
+
+    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/extensions")
+    def request_extension(
+        self, request: Request, case_id: str, department: str
+    ) -> tuple[int, dict[str, Any]]:
+        """延期: ask the tier above for more time on the resolve deadline."""
+        body = bodies.ExtensionBody().load(read_json(request))
+        made: list[Extension] = []
+
+        def act(c: Case, now: Any) -> None:
+            made.append(c.request_extension(department, extend_by=body["extend_by"],
+                                            reason=body["reason"], actor=body["actor"], at=now))
+
+        view = self._act(case_id, act)
+        return 201, {"extension": views.extension_view(made[0]), "case": view}
+
+    @json_http("POST", "/api/v1/cases/<case_id>/extensions/<int:extension_id>/decision")
+    def decide_extension(self, request: Request, case_id: str, extension_id: int) -> dict:
+        body = bodies.DecisionBody().load(read_json(request))
+
+        def act(c: Case, now: Any) -> None:
+            ext = next((e for e in c.extensions if e.id == extension_id), None)
+            if ext is None:
+                raise NotFound({"extension_id": [f"no extension {extension_id} on {case_id}"]})
+            c.decide_extension(ext, approved=body["approved"], by=body["by"],
+                               node_code=self._node_code(c, body["by"]["tier"]),
+                               note=body["note"], at=now)
+
+        return self._act(case_id, act)
+
+    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/reopen")
+    def reopen(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
+        """返工: an operator sends a resolved assignment back; its clocks restart."""
+        body = bodies.ReopenBody().load(read_json(request))
+        return self._act(case_id, lambda c, now: c.reopen(
+            department, reason=body["reason"], by=body["by"],
+            node_code=self._node_code(c, body["by"]["tier"]), at=now))
+
+    # -- operators whistle -----------------------------------------------------------------
+    @json_http("POST", "/api/v1/cases/<case_id>/whistle")
+    def whistle(self, request: Request, case_id: str) -> tuple[int, dict[str, Any]]:
+        """吹哨: a community or street operator summons departments to report in."""
+        body = bodies.WhistleBody().load(read_json(request))
+        unknown = [d for d in body["departments"] if d not in self.ref.catalogue.departments]
+        if unknown:
+            raise ApiError({"departments": [f"unknown department(s) {', '.join(unknown)}; "
+                                            "GET /api/v1/categories lists them"]}, status=422)
+        view = self._act(case_id, lambda c, now: c.whistle(
+            level=body["level"], departments=body["departments"], by=body["by"],
+            node_code=self._node_code(c, body["by"]["tier"]), reason=body["reason"], at=now))
+        return 202, view
+
+    def _node_code(self, case: Case, tier: str) -> str:
+        """The code of the node answering for ``case`` at ``tier``."""
+        cell, _ = self.ref.grid.cell_for_code(case.grid_code)
+        return self.ref.grid.tier_node(cell, tier).code
+
+    # -- the supervision ledger (kept by escalation) ---------------------------------------
+    @json_http("GET", "/api/v1/supervision")
+    def supervision(self, request: Request) -> Any:
+        """督办台账: overdue items with owner, department, deadline, lateness and history."""
+        q = bodies.SupervisionQuery().load(request.args.to_dict())
+        if q.pop("format") == "csv":
+            return self._ledger_csv(q)
+        return self._ledger(**q)
+
+    @json_http("GET", "/api/v1/supervision.csv")
+    def supervision_csv(self, request: Request) -> Response:
+        q = bodies.SupervisionQuery().load(request.args.to_dict())
+        q.pop("format")
+        return self._ledger_csv(q)
+
+    def _ledger(self, **filters: Any) -> dict[str, Any]:
+        try:
+            with eventlet.Timeout(RPC_TIMEOUT_S):
+                return self.escalation.ledger(**filters)
+        except eventlet.Timeout as exc:
+            raise Unavailable(
+                f"the escalation service did not answer within {RPC_TIMEOUT_S:.0f} s; try again"
+            ) from exc
+
+    def _ledger_csv(self, filters: dict[str, Any]) -> Response:
+        filters.pop("page", None)
+        filters["per_page"] = CSV_PAGE
+        items: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            got = self._ledger(**filters, page=page)
+            items.extend(got["items"])
+            if page * CSV_PAGE >= got["total"] or not got["items"]:
+                break
+            page += 1
+        return Response(
+            views.ledger_csv(items), mimetype="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="supervision.csv"'},
+        )
+
+    def _act(self, case_id: str, action: Callable[[Case, Any], Any]) -> dict[str, Any]:
         now = self.clock.now()
         with self.db.transaction() as tx:
             case = _load(tx.session, case_id, for_update=True)
@@ -240,7 +344,7 @@ class IntakeService:
         return {"status": "ok", "service": self.name, "open_cases": open_cases}
 
     # -- the pipeline tells intake what happened -------------------------------------------
-    @event_handler("case.routed", "case.escalated", "assignment.dispatched")
+    @event_handler(*PIPELINE)
     def on_pipeline(self, events: list[Event]) -> None:
         now = self.clock.now()
         with self.db.transaction() as tx:
@@ -250,16 +354,8 @@ class IntakeService:
                 case = loaded.get(ev.case_id)
                 if case is None:
                     raise PoisonEvent(f"{ev.type} for unknown case {ev.case_id}")
-                d = ev.data
                 try:
-                    if ev.type == "case.routed":
-                        case.routed(d["tier"], d["assignments"], d["routed_at"])
-                    elif ev.type == "case.escalated":
-                        case.escalated(d, d["escalated_at"])
-                    else:
-                        case.dispatched(
-                            d["department"], d["dispatched_at"], d["routing_key"], d["message_id"]
-                        )
+                    PIPELINE[ev.type](case, ev.data)
                 except TransitionError as exc:  # e.g. dispatched overtook a retried routed
                     raise RetryLater(f"{ev.type}: {exc}") from exc
                 self._save(tx, case, now)

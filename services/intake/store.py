@@ -23,7 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from shared.db import IdType, JsonColumn, UTCDateTime
 from shared.unit_of_work import messaging_tables
 
-from .cases import Assignment, Case, TimelineEntry
+from .cases import Assignment, Case, Extension, TimelineEntry
 
 
 class Base(DeclarativeBase):
@@ -53,6 +53,7 @@ cases = Table(
     Column("case_id", String(64), nullable=False, unique=True),
     Column("state", String(20), nullable=False),
     Column("category", String(32), nullable=False),
+    Column("severity", String(16), nullable=False, default="normal"),
     Column("grid_code", String(32), nullable=False),
     Column("building_code", String(32)),
     Column("lat", Float),
@@ -86,6 +87,9 @@ assignments = Table(
     Column("resolved_at", UTCDateTime()),
     Column("note", Text, nullable=False, default=""),
     Column("media_urls", JsonColumn, nullable=False, default=list),
+    Column("paused_at", UTCDateTime()),
+    Column("pause_reason", Text, nullable=False, default=""),
+    Column("reworks", Integer, nullable=False, default=0),
     UniqueConstraint("case_pk", "department", name="uq_assignment"),
     Index("ix_assignments_department", "department", "state"),
 )
@@ -103,6 +107,25 @@ timeline = Table(
     Index("ix_timeline_case", "case_id", "pk"),
 )
 
+extensions = Table(
+    "extensions",
+    Base.metadata,
+    Column("pk", IdType, primary_key=True, autoincrement=True),
+    Column("case_pk", ForeignKey("cases.pk", ondelete="CASCADE"), nullable=False),
+    Column("case_id", String(64), nullable=False),
+    Column("department", String(64), nullable=False),
+    Column("extend_by", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("requested_by", String(100), nullable=False),
+    Column("requested_at", UTCDateTime(), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("decided_at", UTCDateTime()),
+    Column("decided_by", JsonColumn),
+    Column("decision_note", Text, nullable=False, default=""),
+    Index("ix_extensions_case", "case_pk"),
+)
+
+Base.registry.map_imperatively(Extension, extensions, properties={"_pk": extensions.c.pk})
 Base.registry.map_imperatively(Assignment, assignments, properties={"_pk": assignments.c.pk})
 Base.registry.map_imperatively(TimelineEntry, timeline, properties={"_pk": timeline.c.pk})
 Base.registry.map_imperatively(
@@ -112,6 +135,9 @@ Base.registry.map_imperatively(
         "_pk": cases.c.pk,
         "assignments": relationship(
             Assignment, order_by=assignments.c.pk, cascade="all, delete-orphan", lazy="selectin"
+        ),
+        "extensions": relationship(
+            Extension, order_by=extensions.c.pk, cascade="all, delete-orphan", lazy="selectin"
         ),
     },
 )

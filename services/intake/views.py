@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 
-from .cases import Assignment, Case, TimelineEntry
+from .cases import Assignment, Case, Extension, TimelineEntry
 from .store import assignments, cases, timeline
 
 MAX_PER_PAGE = 100
@@ -29,6 +32,23 @@ def assignment_view(a: Assignment) -> dict[str, Any]:
         "resolved_at": _iso(a.resolved_at),
         "note": a.note,
         "media_urls": a.media_urls,
+        "paused": {"since": _iso(a.paused_at), "reason": a.pause_reason} if a.paused_at else None,
+        "reworks": a.reworks or 0,
+    }
+
+
+def extension_view(e: Extension) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "department": e.department,
+        "extend_by": e.extend_by,
+        "reason": e.reason,
+        "state": e.state,
+        "requested_by": e.requested_by,
+        "requested_at": _iso(e.requested_at),
+        "decided_at": _iso(e.decided_at),
+        "decided_by": e.decided_by,
+        "note": e.decision_note,
     }
 
 
@@ -43,6 +63,7 @@ def case_summary_view(c: Case) -> dict[str, Any]:
         "tier": c.tier,
         "tier_code": c.tier_code,
         "category": c.category,
+        "severity": c.severity,
         "grid_code": c.grid_code,
         "building_code": c.building_code,
         "description": c.description,
@@ -74,6 +95,7 @@ def case_view(c: Case, history: list[TimelineEntry]) -> dict[str, Any]:
         "media_urls": c.media_urls,
         "occurred_at": _iso(c.occurred_at),
         "assignments": [assignment_view(a) for a in c.assignments],
+        "extensions": [extension_view(e) for e in c.extensions],
         "timeline": [timeline_view(t) for t in history],
     }
 
@@ -115,3 +137,29 @@ def list_cases(
         "per_page": per_page,
         "total": total,
     }
+
+
+LEDGER_COLUMNS = (
+    "id", "case_id", "state", "department", "kind", "tier", "tier_code", "owner",
+    "due_at", "current_due", "opened_at", "closed_at", "close_reason", "late_by_minutes",
+    "fired", "history",
+)
+
+
+def ledger_csv(items: Iterable[dict[str, Any]]) -> str:
+    """The supervision ledger (台账) as CSV, one row per overdue item, for spreadsheets."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(LEDGER_COLUMNS)
+    for i in items:
+        owner = i.get("owner") or {}
+        history = "; ".join(
+            f"{h['at']} {h['action']} {h['from_tier']}→{h['to_tier']}" for h in i["history"]
+        )
+        w.writerow([
+            i["id"], i["case_id"], i["state"], i["department"], i["kind"], i["tier"],
+            i["tier_code"], " ".join(x for x in (owner.get("role"), owner.get("name")) if x),
+            i["due_at"], i["current_due"] or "", i["opened_at"], i["closed_at"] or "",
+            i["close_reason"], round(i["late_by_s"] / 60, 1), len(i["history"]), history,
+        ])
+    return out.getvalue()

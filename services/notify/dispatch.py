@@ -1,26 +1,47 @@
-"""What departments are sent: the public ``case.assigned`` and ``case.escalated`` messages.
+"""What departments and grid tiers are sent on the public exchange ``gridflow.dispatch``.
 
-Pure domain code. A public message's id is derived from the event that caused it and
-the department (UUIDv5), so handling the same event twice yields the same message id
-and the department's consumer can drop the copy.
+Pure domain code. A message goes to a *recipient*: a department (routing key
+``<department>.<type>``, queue ``dispatch.<department>``) or the owner of a grid node
+(routing key ``tier.<tier>.<node code>.<type>``, queue ``dispatch.tier.<tier>``).
+
+A public message's id is derived from the event that caused it, the recipient and the
+type (UUIDv5), so handling the same event twice yields the same message id and the
+recipient's consumer can drop the copy.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from shared.amqp.topology import dispatch_routing_key
+from shared.amqp.topology import dispatch_routing_key, tier_recipient
 
 _NAMESPACE = uuid.UUID("5f0c4f52-4e0b-4c36-9a57-6f1d1c1f7a10")
 
 
-def message_id(source_event_id: str, department: str, event_type: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"{source_event_id}/{department}/{event_type}"))
+@dataclass(frozen=True)
+class Outgoing:
+    """One public message: its type, who gets it (``key``) and its payload."""
+
+    type: str
+    key: str  # the department code, or tier.<tier>.<node code>
+    payload: dict[str, Any]
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.key}.{self.type}"
 
 
-def links(public_url: str, case_id: str, department: str) -> dict[str, str]:
+def message_id(source_event_id: str, recipient: str, event_type: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{source_event_id}/{recipient}/{event_type}"))
+
+
+def links(public_url: str, case_id: str, department: str | None = None) -> dict[str, str]:
     base = f"{public_url}/api/v1/cases/{case_id}"
+    if department is None:
+        return {"case": base}
     return {
         "case": base,
         "ack": f"{base}/assignments/{department}/ack",
@@ -28,36 +49,77 @@ def links(public_url: str, case_id: str, department: str) -> dict[str, str]:
     }
 
 
+def routing_key(department: str, event_type: str) -> str:
+    return dispatch_routing_key(department, event_type)
+
+
+def _tier_key(tier: Mapping[str, Any]) -> str:
+    return tier_recipient(tier["tier"], tier["code"])
+
+
+def _to_department(type_: str, dept: str, body: dict[str, Any], public_url: str,
+                   case_id: str) -> Outgoing:
+    return Outgoing(type_, dept, {
+        "department": dept,
+        "recipient": {"kind": "department", "department": dept},
+        **body,
+        "links": links(public_url, case_id, dept),
+    })
+
+
+def _to_tier(type_: str, tier: Mapping[str, Any], body: dict[str, Any], public_url: str,
+             case_id: str) -> Outgoing:
+    return Outgoing(type_, _tier_key(tier), {
+        "department": None,
+        "recipient": {"kind": "tier", "tier": dict(tier)},
+        **body,
+        "links": links(public_url, case_id),
+    })
+
+
 def assignment_messages(
-    routed: dict[str, Any], public_url: str, case_id: str
-) -> list[dict[str, Any]]:
-    """One ``case.assigned`` payload per assignment of a routed case."""
+    routed: dict[str, Any], public_url: str, case_id: str, whistle: dict[str, Any] | None = None
+) -> list[Outgoing]:
+    """One ``case.assigned`` per assignment of a routed case (or of a whistle's summons)."""
     return [
-        {
+        Outgoing("case.assigned", a["department"], {
             "department": a["department"],
             "assignment": a,
             "tier": routed["tier"],
             "case": routed["case"],
+            "whistle": whistle,
             "links": links(public_url, case_id, a["department"]),
-        }
+        })
         for a in routed["assignments"]
     ]
 
 
-def escalation_messages(
-    escalated: dict[str, Any], case: dict[str, Any] | None, public_url: str, case_id: str
-) -> list[dict[str, Any]]:
-    """One ``case.escalated`` payload per department concerned."""
+def summons_messages(added: dict[str, Any], tier: dict[str, Any], public_url: str,
+                     case_id: str) -> list[Outgoing]:
+    """A whistle: the summoned departments get their assignment; those already on the case
+    and, for a hard case, the leadership it is raised to get a ``case.whistled``."""
+    whistle = {"level": added["level"], "by": added["by"], "note": added["note"]}
+    tier = added.get("raise_to") or tier
+    out = assignment_messages({**added, "tier": tier}, public_url, case_id, whistle)
+    body = {"whistle": whistle, "departments": [a["department"] for a in added["assignments"]]
+            + list(added["already"]), "case": added["case"]}
+    out += [_to_department("case.whistled", d, body, public_url, case_id)
+            for d in added["already"]]
+    if added.get("raise_to"):
+        out.append(_to_tier("case.whistled", {**added["raise_to"], "role": "owner"}, body,
+                            public_url, case_id))
+    return out
+
+
+def notice_messages(
+    type_: str, field: str, notice: dict[str, Any], case: dict[str, Any] | None,
+    public_url: str, case_id: str,
+) -> list[Outgoing]:
+    """``case.escalated`` / ``case.reminded``: one message per department and per grid
+    node the notice's ``notify`` names."""
+    body = {field: notice, "case": case}
+    targets = notice["notify"]
     return [
-        {
-            "department": dept,
-            "escalation": escalated,
-            "case": case,
-            "links": links(public_url, case_id, dept),
-        }
-        for dept in escalated["notify"]
+        *(_to_department(type_, d, body, public_url, case_id) for d in targets["departments"]),
+        *(_to_tier(type_, t, body, public_url, case_id) for t in targets["tiers"]),
     ]
-
-
-def routing_key(department: str, event_type: str) -> str:
-    return dispatch_routing_key(department, event_type)

@@ -20,18 +20,19 @@ Outbox, Inbox = messaging_tables(Base)
 
 
 class CaseSnapshot(Base):
-    """The case summary as routed, to give later messages (escalations) their context."""
+    """The case summary as routed and its tier now, to give later messages their context."""
 
     __tablename__ = "case_snapshots"
 
     case_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     summary: Mapped[dict[str, Any]] = mapped_column(JsonColumn)
+    tier: Mapped[dict[str, Any]] = mapped_column(JsonColumn)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Delivery(Base):
-    """One message to one department. Whether the broker confirmed it is on the outbox
-    row with the same message_id (``sent_at``)."""
+    """One message to one recipient (a department code, or ``tier.<tier>.<node code>``).
+    Whether the broker confirmed it is on the outbox row with the same message_id."""
 
     __tablename__ = "deliveries"
     __table_args__ = (Index("ix_deliveries_case", "case_id"),)
@@ -39,7 +40,7 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
     message_id: Mapped[str] = mapped_column(String(64), unique=True)
     case_id: Mapped[str] = mapped_column(String(64))
-    department: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(100))
     channel: Mapped[str] = mapped_column(String(32))  # amqp:gridflow.dispatch
     event_type: Mapped[str] = mapped_column(String(64))
     routing_key: Mapped[str] = mapped_column(String(200))

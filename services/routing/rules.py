@@ -1,18 +1,26 @@
 """Routing rules: category × cell → starting tier, lead and assisting departments, deadlines.
 
-Pure domain code over the catalogue, the grid and the calendar (all data, not code).
-小事不出小区、难事不出片区、大事不出社区: the category says where a case starts.
+Pure domain code over the catalogue, the grid, the calendar and the tier policies (all
+data, not code). 小事不出小区、难事不出片区、大事不出社区: the category says where a case starts;
+its policy (chosen by category and severity) says how it climbs, and is snapshotted into
+``case.routed`` so that later edits of the policy file leave the case alone.
+
+A whistle (吹哨) summons departments onto a routed case: each new one gets a ``summoned``
+assignment with the whistle's report-in and resolve deadlines from the case's snapshot.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.calendar import WorkCalendar
-from shared.catalogue import Catalogue, Category
+from shared.calendar import Duration, WorkCalendar
+from shared.catalogue import Catalogue
 from shared.grid import GridError, GridRegistry
+from shared.policy import PolicyBook, PolicyError, whistle_terms
+from shared.reference import ReferenceData
 
 
 class Unroutable(ValueError):
@@ -39,20 +47,19 @@ class Assignment:
         }
 
 
-def plan_assignments(category: Category, calendar: WorkCalendar, at: datetime) -> list[Assignment]:
-    """One assignment per responsible department, the lead first, each with its clocks."""
-    report_in_due = calendar.add(at, category.report_in)
-    resolve_due = calendar.add(at, category.resolve)
+def plan_assignments(
+    departments: Iterable[tuple[str, str]],
+    report_in: Duration,
+    resolve: Duration,
+    calendar: WorkCalendar,
+    at: datetime,
+) -> list[Assignment]:
+    """One assignment per (department, role), each with the same two clocks from ``at``."""
+    report_in_due = calendar.add(at, report_in)
+    resolve_due = calendar.add(at, resolve)
     return [
-        Assignment(
-            dept,
-            "lead" if dept == category.lead else "assist",
-            report_in_due,
-            resolve_due,
-            str(category.report_in),
-            str(category.resolve),
-        )
-        for dept in category.departments
+        Assignment(dept, role, report_in_due, resolve_due, str(report_in), str(resolve))
+        for dept, role in departments
     ]
 
 
@@ -62,6 +69,7 @@ def route(
     catalogue: Catalogue,
     grid: GridRegistry,
     calendar: WorkCalendar,
+    policies: PolicyBook,
     at: datetime,
 ) -> dict[str, Any]:
     """The ``case.routed`` payload for a reported case (its ``case`` summary as reported)."""
@@ -70,13 +78,64 @@ def route(
         raise Unroutable(f"unknown category {case['category']!r}")
     try:
         cell, _building = grid.cell_for_code(case["location"]["grid_code"])
-    except GridError as exc:
+        snapshot = policies.snapshot(category, case.get("severity", "normal"), grid)
+    except (GridError, PolicyError) as exc:
         raise Unroutable(str(exc)) from exc
-    tier = grid.normalise_tier(category.tier)
+    first = snapshot["steps"][0]
+    roles = [(d, "lead" if d == category.lead else "assist") for d in category.departments]
+    plans = plan_assignments(
+        roles, Duration.parse(first["report_in"]), Duration.parse(first["resolve"]), calendar, at
+    )
     return {
         "case": case,
-        "tier": grid.tier_info(cell, tier),
-        "assignments": [a.as_dict() for a in plan_assignments(category, calendar, at)],
+        "tier": grid.tier_info(cell, snapshot["start"]),
+        "assignments": [a.as_dict() for a in plans],
+        "policy": snapshot,
         "catalogue_version": catalogue.version,
         "routed_at": at,
+    }
+
+
+def route_with(ref: ReferenceData, case: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return route(case, catalogue=ref.catalogue, grid=ref.grid, calendar=ref.calendar,
+                 policies=ref.policy, at=at)
+
+
+def summon(
+    whistle: Mapping[str, Any],
+    *,
+    case: dict[str, Any],
+    on_case: Iterable[str],
+    snapshot: Mapping[str, Any],
+    grid: GridRegistry,
+    calendar: WorkCalendar,
+    at: datetime,
+) -> dict[str, Any]:
+    """The ``assignments.added`` payload for a whistle on a routed case.
+
+    Departments already on the case are told but keep their assignment and clocks.
+    """
+    try:
+        cell, _ = grid.cell_for_code(case["location"]["grid_code"])
+    except GridError as exc:
+        raise Unroutable(str(exc)) from exc
+    terms = whistle_terms(snapshot, whistle["level"])
+    present = set(on_case)
+    wanted = list(dict.fromkeys(whistle["departments"]))
+    new = [(d, "summoned") for d in wanted if d not in present]
+    plans = plan_assignments(
+        new, Duration.parse(terms["report_in"]), Duration.parse(terms["resolve"]), calendar, at
+    )
+    raise_to = terms.get("raise_to")
+    return {
+        "reason": "whistle",
+        "level": whistle["level"],
+        "by": whistle["by"],
+        "note": whistle.get("reason", ""),
+        "assignments": [a.as_dict() for a in plans],
+        "already": [d for d in wanted if d in present],
+        "whistler": grid.tier_info(cell, whistle["by"]["tier"]),
+        "raise_to": grid.tier_info(cell, grid.normalise_tier(raise_to)) if raise_to else None,
+        "case": case,
+        "added_at": at,
     }

@@ -1,14 +1,18 @@
-"""routing: consumes case.reported, emits case.routed. A thin shell over ``rules``."""
+"""routing: consumes case.reported and case.whistled; emits case.routed and
+assignments.added. A thin shell over ``rules``."""
 
 from __future__ import annotations
 
-from shared.events import Event, make_event
-from shared.extensions.consumer import PoisonEvent, event_handler
+from shared.events import CaseSummarySchema, Event, make_event
+from shared.extensions.consumer import event_handler
 from shared.extensions.context import ClockProvider, Reference
 from shared.extensions.store import Store
+from shared.failures import PoisonEvent, RetryLater
 
 from . import rules
 from .store import Base, Decision, Inbox, Outbox
+
+_SUMMARY = CaseSummarySchema()
 
 
 class RoutingService:
@@ -24,13 +28,7 @@ class RoutingService:
         with self.db.transaction() as tx:
             for ev in tx.fresh(events, "routing.on_reported"):
                 try:
-                    routed = rules.route(
-                        ev.data["case"],
-                        catalogue=self.ref.catalogue,
-                        grid=self.ref.grid,
-                        calendar=self.ref.calendar,
-                        at=now,
-                    )
+                    routed = rules.route_with(self.ref, ev.data["case"], now)
                 except rules.Unroutable as exc:
                     raise PoisonEvent(str(exc)) from exc
                 tx.session.add(
@@ -41,7 +39,32 @@ class RoutingService:
                         tier_code=routed["tier"]["code"],
                         departments=[a["department"] for a in routed["assignments"]],
                         catalogue_version=routed["catalogue_version"],
+                        policy=routed["policy"],
+                        summary=_SUMMARY.dump(ev.data["case"]),
                         routed_at=now,
                     )
                 )
                 tx.emit(make_event("case.routed", ev.case_id, routed, producer=self.name, at=now))
+
+    @event_handler("case.whistled")
+    def on_whistled(self, events: list[Event]) -> None:
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            for ev in tx.fresh(events, "routing.on_whistled"):
+                decision = tx.session.get(Decision, ev.case_id)
+                if decision is None:  # the whistle overtook the report's routing
+                    raise RetryLater(f"case {ev.case_id} is not routed yet")
+                ref = self.ref
+                try:
+                    added = rules.summon(
+                        ev.data, case=_SUMMARY.load(decision.summary),
+                        on_case=decision.departments, snapshot=decision.policy,
+                        grid=ref.grid, calendar=ref.calendar, at=now,
+                    )
+                except rules.Unroutable as exc:
+                    raise PoisonEvent(str(exc)) from exc
+                decision.departments = [
+                    *decision.departments, *(a["department"] for a in added["assignments"])
+                ]
+                tx.emit(make_event("assignments.added", ev.case_id, added, producer=self.name,
+                                   at=now))

@@ -20,7 +20,8 @@ Outbox, Inbox = messaging_tables(Base)
 
 
 class Decision(Base):
-    """What routing decided for a case, and on which catalogue version."""
+    """What routing decided for a case, on which catalogue version, with the case's policy
+    snapshot and summary (a whistle needs both). ``departments`` grows with summons."""
 
     __tablename__ = "decisions"
 
@@ -30,4 +31,6 @@ class Decision(Base):
     tier_code: Mapped[str] = mapped_column(String(32))
     departments: Mapped[list[Any]] = mapped_column(JsonColumn)
     catalogue_version: Mapped[str] = mapped_column(String(32))
+    policy: Mapped[dict[str, Any]] = mapped_column(JsonColumn)
+    summary: Mapped[dict[str, Any]] = mapped_column(JsonColumn)
     routed_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -3,9 +3,11 @@
 Internal events travel on the topic exchange ``gridflow.events`` (routing key = event
 type) into one quorum queue per consuming service. Departments read the public topic
 exchange ``gridflow.dispatch`` through ``dispatch.<department>`` (bound to
-``<department>.#``). Every work queue dead-letters into ``<queue>.dlq`` through the
-direct exchange ``gridflow.dlx``; retries wait in ``gridflow.retry.<delay>`` queues whose
-expired messages fall back, by the default exchange, into the queue they came from.
+``<department>.#``); grid tiers (their owners and supervisors) through
+``dispatch.tier.<tier>`` (bound to ``tier.<tier>.#``). Every work queue dead-letters into
+``<queue>.dlq`` through the direct exchange ``gridflow.dlx``; retries wait in
+``gridflow.retry.<delay>`` queues whose expired messages fall back, by the default
+exchange, into the queue they came from.
 Messages nobody is bound for go to an alternate exchange and are kept, never dropped.
 
 Every service declares the whole topology at start (declarations are idempotent), so a
@@ -28,11 +30,23 @@ DELIVERY_LIMIT = 20  # crash-loop guard: a message that kills its consumer this 
 # Which internal events each service consumes. One queue per service keeps a service's
 # events in one stream; handlers are written so their order does not matter.
 SUBSCRIPTIONS: Mapping[str, tuple[str, ...]] = {
-    "routing": ("case.reported",),
-    "escalation": ("case.routed", "assignment.acknowledged", "assignment.resolved"),
-    "notify": ("case.routed", "case.escalated"),
-    "intake": ("case.routed", "case.escalated", "assignment.dispatched"),
+    "routing": ("case.reported", "case.whistled"),
+    "escalation": (
+        "case.routed", "assignments.added", "assignment.acknowledged", "assignment.resolved",
+        "assignment.paused", "assignment.resumed", "assignment.reopened", "extension.decided",
+    ),
+    "notify": (
+        "case.routed", "assignments.added", "case.escalated", "case.reminded",
+        "case.tier_changed",
+    ),
+    "intake": (
+        "case.routed", "assignments.added", "assignment.dispatched", "case.escalated",
+        "case.reminded", "case.tier_changed", "assignment.rescheduled", "supervision.opened",
+        "supervision.closed",
+    ),
 }
+# The grid tiers that get their own public queue, dispatch.tier.<tier>.
+DISPATCH_TIERS: tuple[str, ...] = ("compound", "area", "community", "street", "district")
 
 # Headers gridflow adds when it retries or dead-letters a message.
 H_ATTEMPTS = "x-gridflow-attempts"
@@ -69,6 +83,21 @@ def dispatch_routing_key(department: str, event_type: str) -> str:
     return f"{department}.{event_type}"
 
 
+def tier_queue(tier: str) -> str:
+    return f"dispatch.tier.{tier}"
+
+
+def tier_recipient(tier: str, node_code: str) -> str:
+    """A grid node as a recipient of public messages: ``tier.<tier>.<node code>``."""
+    return f"tier.{tier}.{node_code}"
+
+
+def tier_routing_key(tier: str, node_code: str, event_type: str) -> str:
+    """A grid node's messages: ``tier.<tier>.<node code>.<event>``. The tier's queue takes
+    them all; a node's own system can bind ``tier.<tier>.<its code>.#``."""
+    return f"{tier_recipient(tier, node_code)}.{event_type}"
+
+
 @dataclass(frozen=True)
 class QueueSpec:
     name: str
@@ -101,6 +130,8 @@ def queues(departments: Iterable[str]) -> list[QueueSpec]:
         work(service_queue(service), [(EVENTS_EXCHANGE, t) for t in types])
     for dept in sorted(departments):
         work(dispatch_queue(dept), [(DISPATCH_EXCHANGE, f"{dept}.#")])
+    for tier in DISPATCH_TIERS:
+        work(tier_queue(tier), [(DISPATCH_EXCHANGE, f"tier.{tier}.#")])
     for delay in RETRY_DELAYS_S:
         specs.append(
             QueueSpec(

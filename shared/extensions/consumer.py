@@ -35,6 +35,7 @@ from shared.amqp.publisher import OutgoingMessage, PublishError
 from shared.config import Settings
 from shared.events import Event, InvalidEvent, decode_event
 from shared.extensions.broker import BrokerPublisher
+from shared.failures import PoisonEvent, RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +48,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
-
-
-class PoisonEvent(Exception):
-    """Raised by a handler for an event that can never succeed (impossible values).
-
-    The event is dead-lettered at once with this exception's message as the reason.
-    """
-
-
-class RetryLater(Exception):
-    """Raised by a handler for an event that arrived before what it depends on.
-
-    The event is retried with backoff (counted against the attempts), not dead-lettered
-    at once: events from different producers can overtake each other.
-    """
 
 
 class EventQueueConsumer(QueueConsumer):

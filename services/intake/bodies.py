@@ -1,0 +1,133 @@
+"""The request bodies and query strings of intake's HTTP API (reports aside: ``reports``).
+
+Every body is validated here, at the boundary: unknown fields are refused, and an error
+names the field and the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+
+from shared.calendar import Duration
+from shared.events import MAX_DESCRIPTION, MAX_MEDIA, TIERS
+from shared.policy import WHISTLE_LEVELS
+
+from .cases import CaseState
+from .reports import NOT_BLANK
+from .views import MAX_PER_PAGE
+
+_ACTOR = fields.String(load_default="", validate=validate.Length(max=100))
+_CODES = r"^[0-9]{1,24}\Z"
+MAX_EXTENSION_DAYS = 30
+
+
+def _reason(required: bool = True) -> fields.String:
+    if required:
+        return fields.String(
+            required=True, validate=[validate.Length(min=1, max=MAX_DESCRIPTION), NOT_BLANK]
+        )
+    return fields.String(load_default="", validate=validate.Length(max=MAX_DESCRIPTION))
+
+
+class Body(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class OperatorBody(Body):
+    """Who acts for a grid tier: their name, the tier, and the code of their node."""
+
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=64), NOT_BLANK])
+    tier = fields.String(required=True, validate=validate.OneOf(TIERS))
+    code = fields.String(required=True, validate=validate.Regexp(_CODES, error="digits only"))
+
+
+class AckBody(Body):
+    actor = _ACTOR
+    note = _reason(required=False)
+
+
+class ResolveBody(Body):
+    actor = _ACTOR
+    note = _reason()
+    media_urls = fields.List(
+        fields.Url(schemes={"http", "https"}),
+        load_default=list,
+        validate=validate.Length(max=MAX_MEDIA),
+    )
+
+
+class PauseBody(Body):
+    actor = _ACTOR
+    reason = _reason()
+
+
+class ResumeBody(Body):
+    actor = _ACTOR
+
+
+class ExtensionBody(Body):
+    actor = _ACTOR
+    extend_by = fields.String(required=True)
+    reason = _reason()
+
+    @validates("extend_by")
+    def _duration(self, value: str, **_: Any) -> None:
+        try:
+            d = Duration.parse(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        if d.amount < 1:
+            raise ValidationError("must be at least one unit")
+        days = {"minutes": 1 / 1440, "hours": 1 / 24, "days": 1, "working_hours": 1 / 7,
+                "working_days": 1}[d.unit] * d.amount
+        if days > MAX_EXTENSION_DAYS:
+            raise ValidationError(f"at most {MAX_EXTENSION_DAYS} days")
+
+
+class DecisionBody(Body):
+    approved = fields.Boolean(required=True, truthy={True}, falsy={False})
+    by = fields.Nested(OperatorBody, required=True)
+    note = _reason(required=False)
+
+
+class WhistleBody(Body):
+    level = fields.String(required=True, validate=validate.OneOf(WHISTLE_LEVELS))
+    departments = fields.List(
+        fields.String(validate=validate.Length(min=1, max=64)),
+        required=True,
+        validate=validate.Length(min=1, max=20),
+    )
+    by = fields.Nested(OperatorBody, required=True)
+    reason = _reason(required=False)
+
+
+class ReopenBody(Body):
+    by = fields.Nested(OperatorBody, required=True)
+    reason = _reason()
+
+
+class CaseListQuery(Body):
+    state = fields.String(validate=validate.OneOf(CaseState.ALL))
+    grid = fields.String(validate=validate.Regexp(_CODES, error="digits only"))
+    department = fields.String(validate=validate.Length(max=64))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
+    per_page = fields.Integer(load_default=20, validate=validate.Range(min=1, max=MAX_PER_PAGE))
+
+
+class GridQuery(Body):
+    code = fields.String(validate=validate.Regexp(_CODES, error="digits only"))
+    depth = fields.Integer(validate=validate.Range(min=0, max=10))
+
+
+class SupervisionQuery(Body):
+    state = fields.String(validate=validate.OneOf(("open", "closed")))
+    tier = fields.String(validate=validate.OneOf(TIERS))
+    grid = fields.String(validate=validate.Regexp(_CODES, error="digits only"))
+    department = fields.String(validate=validate.Length(max=64))
+    case_id = fields.String(validate=validate.Length(max=64))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
+    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_PER_PAGE))
+    format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv")))

@@ -1,0 +1,84 @@
+"""The parts of the case aggregate that every case module shares: states, the transition
+error, timeline entries and assignments. Pure domain code."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+class CaseState:
+    REPORTED = "reported"
+    ROUTED = "routed"
+    DISPATCHED = "dispatched"
+    ACKNOWLEDGED = "acknowledged"
+    IN_PROGRESS = "in_progress"
+    RESOLVED = "resolved"
+    OPEN = (REPORTED, ROUTED, DISPATCHED, ACKNOWLEDGED, IN_PROGRESS)
+    ALL = (*OPEN, RESOLVED)
+
+
+class AssignmentState:
+    PENDING = "pending"
+    DISPATCHED = "dispatched"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    ORDER = (PENDING, DISPATCHED, ACKNOWLEDGED, RESOLVED)
+
+
+class TransitionError(Exception):
+    """The action is not allowed in the current state; ``str()`` says why."""
+
+
+class TimelineEntry:
+    """One line of a case's history. The timeline is append-only: a case records new
+    entries in ``Case.new_entries`` and never needs its past ones to decide anything."""
+
+    def __init__(
+        self,
+        case_id: str,
+        at: datetime,
+        kind: str,
+        actor: str = "",
+        reason: str = "",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.case_id = case_id
+        self.at = at
+        self.kind = kind
+        self.actor = actor
+        self.reason = reason
+        self.data = data or {}
+
+
+class Assignment:
+    def __init__(
+        self, department: str, role: str, report_in_due: datetime, resolve_due: datetime
+    ) -> None:
+        self.department = department
+        self.role = role
+        self.state = AssignmentState.PENDING
+        self.report_in_due = report_in_due
+        self.resolve_due = resolve_due
+        self.dispatched_at: datetime | None = None
+        self.acknowledged_at: datetime | None = None
+        self.resolved_at: datetime | None = None
+        self.note = ""
+        self.media_urls: list[str] = []
+        self.paused_at: datetime | None = None
+        self.pause_reason = ""
+        self.reworks = 0
+
+    def _rank(self) -> int:
+        return AssignmentState.ORDER.index(self.state)
+
+
+def plain(value: Any) -> Any:
+    """JSON-friendly copy (datetimes as ISO strings) for the timeline's data column."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
