@@ -42,11 +42,15 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "subscribe",
-        help="consume a department's dispatch queue (reference client)",
-        description="Consume dispatch.<department> with pika: print each message or forward it "
-        "to a URL, dropping duplicate message ids, acking only after handling.",
+        help="consume a department's (or a grid tier's) dispatch queue (reference client)",
+        description="Consume dispatch.<department> (or dispatch.tier.<tier>, what grid tier "
+        "owners are told: escalations, reminders, whistles) with pika: print each message or "
+        "forward it to a URL, dropping duplicate message ids, acking only after handling.",
     )
-    s.add_argument("--department", required=True, help="department code, e.g. urban_mgmt")
+    who = s.add_mutually_exclusive_group(required=True)
+    who.add_argument("--department", help="department code, e.g. urban_mgmt")
+    who.add_argument("--tier", choices=["compound", "area", "community", "street", "district"],
+                     help="a grid tier's queue instead, e.g. community")
     s.add_argument(
         "--forward",
         metavar="URL",

@@ -82,19 +82,42 @@ def describe(body: dict[str, Any]) -> str:
     where = " / ".join(loc.get("path") or []) or loc.get("grid_code", "")
     if body.get("type") == "case.assigned":
         a = data.get("assignment", {})
+        whistle = data.get("whistle") or {}
+        called = f" (whistle: {whistle.get('level')})" if whistle else ""
         return (
-            f"ASSIGNED {body.get('case_id')} [{a.get('role')}] {case.get('category_name', '')}"
-            f" @ {where}: {case.get('description', '')} | report in by "
-            f"{a.get('report_in_due')}, resolve by {a.get('resolve_due')}"
+            f"ASSIGNED {body.get('case_id')} [{a.get('role')}]{called} "
+            f"{case.get('category_name', '')} @ {where}: {case.get('description', '')}"
+            f" | report in by {a.get('report_in_due')}, resolve by {a.get('resolve_due')}"
         )
-    if body.get("type") == "case.escalated":
-        esc = data.get("escalation", {})
+    if body.get("type") in ("case.escalated", "case.reminded"):
+        notice = data.get("escalation") or data.get("reminder") or {}
+        late = ", ".join(f"{m.get('department')} {m.get('clock')}"
+                         for m in notice.get("missed") or [])
+        tier = notice.get("to_tier") or notice.get("tier") or {}
+        word = "ESCALATED" if body["type"] == "case.escalated" else "REMINDED"
         return (
-            f"ESCALATED {body.get('case_id')} {esc.get('reason')}: now at "
-            f"{(esc.get('to_tier') or {}).get('tier')} "
-            f"{(esc.get('to_tier') or {}).get('name', '')}"
+            f"{word} {body.get('case_id')} {notice.get('reason')} ({late}): "
+            f"{'now' if word == 'ESCALATED' else 'still'} at {tier.get('tier')} "
+            f"{tier.get('name', '')}{_for(data)}"
+        )
+    if body.get("type") == "case.whistled":
+        w = data.get("whistle") or {}
+        by = w.get("by") or {}
+        return (
+            f"WHISTLE {body.get('case_id')} [{w.get('level')}] by {by.get('name')} "
+            f"({by.get('tier')}): {', '.join(data.get('departments') or [])} report in"
+            f"{_for(data)}"
         )
     return f"{body.get('type')} {body.get('case_id')}"
+
+
+def _for(data: dict[str, Any]) -> str:
+    """' | for <tier owner>' when a message is addressed to a grid node's owner."""
+    tier = (data.get("recipient") or {}).get("tier") or {}
+    owner = tier.get("owner") or {}
+    if not tier:
+        return ""
+    return f" | for {tier.get('name', '')} {owner.get('role', '')} {owner.get('name', '')}".rstrip()
 
 
 @dataclass
@@ -111,6 +134,7 @@ class DepartmentClient:
         amqp_uri: str,
         department: str,
         *,
+        queue: str | None = None,
         forward_url: str | None = None,
         prefetch: int = 10,
         output: TextIO = sys.stdout,
@@ -120,7 +144,7 @@ class DepartmentClient:
     ) -> None:
         self.amqp_uri = amqp_uri
         self.department = department
-        self.queue = f"dispatch.{department}"
+        self.queue = queue or f"dispatch.{department}"
         self.forward_url = forward_url
         self.prefetch = prefetch
         self.output = output
@@ -236,7 +260,8 @@ class DepartmentClient:
 def main(args: Any) -> int:
     client = DepartmentClient(
         args.amqp_uri,
-        args.department,
+        args.department or f"tier.{args.tier}",
+        queue=f"dispatch.tier.{args.tier}" if args.tier else None,
         forward_url=args.forward,
         prefetch=args.prefetch,
         as_json=args.json,

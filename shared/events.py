@@ -124,6 +124,13 @@ class PolicyStepSchema(_Tolerant):
     repeat = fields.Integer(required=True, validate=validate.Range(0, 10))
 
 
+class WhistleTermsSchema(_Tolerant):
+    level = fields.String(required=True, validate=validate.OneOf(WHISTLE_LEVELS))
+    report_in = fields.String(required=True)
+    resolve = fields.String(required=True)
+    raise_to = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(TIERS))
+
+
 class PolicySnapshotSchema(_Tolerant):
     """A case's tier policy as it was when the case was routed (see shared.policy)."""
 
@@ -134,7 +141,9 @@ class PolicySnapshotSchema(_Tolerant):
     steps = fields.List(fields.Nested(PolicyStepSchema), required=True,
                         validate=validate.Length(min=1))
     whistle = fields.Dict(keys=fields.String(validate=validate.OneOf(WHISTLE_LEVELS)),
-                          values=fields.Dict(), required=True)
+                          values=fields.Nested(WhistleTermsSchema), required=True,
+                          validate=validate.Length(equal=len(WHISTLE_LEVELS),
+                                                   error="terms for every whistle level"))
 
 
 class MissedClockSchema(_Tolerant):
@@ -322,8 +331,14 @@ class CaseResolved(_Tolerant):
 # <department>.<type>; grid tiers get tier.<tier>.<node code>.<type>.
 class RecipientSchema(_Tolerant):
     kind = fields.String(required=True, validate=validate.OneOf(("department", "tier")))
-    department = fields.String(load_default=None, allow_none=True)
+    department = fields.String(load_default=None, allow_none=True, validate=_CODE)
     tier = fields.Nested(TierRecipientSchema, load_default=None, allow_none=True)
+
+    @validates_schema
+    def _addressed(self, data: dict[str, Any], **_: Any) -> None:
+        kind = data.get("kind")
+        if kind in ("department", "tier") and not data.get(kind):
+            raise ValidationError(f"a {kind} recipient names its {kind}", kind)
 
 
 class WhistleInfoSchema(_Tolerant):

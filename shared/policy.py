@@ -102,6 +102,8 @@ class PolicyBook:
     # -- loading ---------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PolicyBook:
+        if not isinstance(data, Mapping) or not isinstance(data.get("policies"), Mapping):
+            raise PolicyError("policies: give at least one named policy")
         policies = {name: _policy(name, p) for name, p in data["policies"].items()}
         default = str(data.get("default", "default"))
         if default not in policies:
@@ -152,9 +154,12 @@ class PolicyBook:
         rules = self.categories.get(category, {})
         if severity in rules:
             return rules[severity]
-        if severity in self.categories.get("*", {}):
-            return self.categories["*"][severity]
-        return rules.get("normal", Choice(self.default, None))
+        own = rules.get("normal", Choice(self.default, None))
+        general = self.categories.get("*", {}).get(severity)
+        if general is None:
+            return own
+        # a severity rule for every category keeps the category's own starting tier
+        return Choice(general.policy, general.start or own.start, general.by_severity)
 
     def snapshot(self, category: Category, severity: str, grid: GridRegistry) -> dict[str, Any]:
         """The policy for one case, as plain JSON, from its starting tier to the top.
@@ -197,9 +202,13 @@ def _duration(spec: Mapping[str, Any], key: str, where: str) -> Duration:
 
 
 def _policy(name: str, spec: Mapping[str, Any]) -> Policy:
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("steps"), list):
+        raise PolicyError(f"policies.{name}: give a list of steps")
     steps = []
     for i, s in enumerate(spec["steps"]):
         where = f"policies.{name}.steps[{i}]"
+        if not isinstance(s, Mapping):
+            raise PolicyError(f"{where}: a step is a mapping (tier, notify, report_in, …)")
         tier = str(s.get("tier"))
         if tier not in PATH_TIERS:
             raise PolicyError(f"{where}: tier must be one of {PATH_TIERS}")
@@ -208,9 +217,9 @@ def _policy(name: str, spec: Mapping[str, Any]) -> Policy:
         if unknown:
             raise PolicyError(f"{where}: unknown notify target(s) {sorted(unknown)}; "
                               f"use {TARGETS}")
-        repeat = int(s.get("repeat", 0))
-        if not 0 <= repeat <= 10:
-            raise PolicyError(f"{where}: repeat must be between 0 and 10")
+        repeat = s.get("repeat", 0)
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or not 0 <= repeat <= 10:
+            raise PolicyError(f"{where}: repeat must be a whole number between 0 and 10")
         steps.append(Step(tier, notify, _duration(s, "report_in", where),
                           _duration(s, "resolve", where), repeat))
     order = [CANONICAL_LEVELS.index(s.tier) for s in steps]

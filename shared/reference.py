@@ -16,7 +16,7 @@ import yaml
 from shared.calendar import WorkCalendar
 from shared.catalogue import Catalogue
 from shared.grid import GridRegistry
-from shared.policy import PolicyBook
+from shared.policy import PolicyBook, PolicyError
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def _read(path: Path) -> dict:
 def load_reference(data_dir: str | Path) -> ReferenceData:
     root = Path(data_dir)
     try:
-        return ReferenceData(
+        ref = ReferenceData(
             grid=GridRegistry.from_dict(_read(root / "district.yaml")),
             catalogue=Catalogue.from_dict(_read(root / "catalogue.yaml")),
             calendar=WorkCalendar.from_dict(_read(root / "calendar.yaml")),
@@ -46,3 +46,7 @@ def load_reference(data_dir: str | Path) -> ReferenceData:
         )
     except FileNotFoundError as exc:
         raise SystemExit(f"reference data missing: {exc.filename} (set GRIDFLOW_DATA_DIR)") from exc
+    unknown = sorted(set(ref.policy.categories) - {"*"} - set(ref.catalogue.categories))
+    if unknown:
+        raise PolicyError(f"policy.yaml names categories the catalogue lacks: {unknown}")
+    return ref

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.calendar import Duration, WorkCalendar
@@ -139,8 +139,9 @@ def remaining(due_at: datetime, working: bool, calendar: WorkCalendar, now: date
 
 
 def resumed_due(left: timedelta, working: bool, calendar: WorkCalendar, now: datetime) -> datetime:
+    """The deadline of a clock resumed at ``now`` with ``left`` to go, in UTC."""
     if working:
-        return calendar.add_working(now, left)
+        return calendar.add_working(now, left).astimezone(UTC)
     return now + left
 
 
@@ -151,13 +152,13 @@ def extended_due(
     return calendar.add(max(due_at, now), Duration.parse(extend_by))
 
 
-def extension_span(extend_by: str, calendar: WorkCalendar) -> timedelta:
-    """How much an extension adds to a paused clock's remainder, in the extension's unit."""
-    d = Duration.parse(extend_by)
-    per = {"minutes": timedelta(minutes=1), "hours": timedelta(hours=1),
-           "days": timedelta(days=1), "working_hours": timedelta(hours=1),
-           "working_days": calendar.day_length}
-    return per[d.unit] * d.amount
+def extended_remaining(
+    left: timedelta, working: bool, extend_by: str, calendar: WorkCalendar, now: datetime
+) -> timedelta:
+    """A paused clock's time left after an extension: what it would have left had it been
+    resumed now, extended, and paused again (so the units of both never mix)."""
+    due = extended_due(resumed_due(left, working, calendar, now), extend_by, calendar, now)
+    return remaining(due, working, calendar, now)
 
 
 # -- the case ---------------------------------------------------------------------------------

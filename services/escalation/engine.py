@@ -153,8 +153,9 @@ class Engine:
         if row is None or row.state == rules.STOPPED or row.due_at is None:
             return
         if row.state == rules.PAUSED:
-            span = rules.extension_span(d["extend_by"], self.ref.calendar)
-            row.remaining_s = (row.remaining_s or 0) + span.total_seconds()
+            left = rules.extended_remaining(timedelta(seconds=row.remaining_s or 0), row.working,
+                                            d["extend_by"], self.ref.calendar, now)
+            row.remaining_s = left.total_seconds()
         else:
             row.due_at = rules.extended_due(row.due_at, d["extend_by"], self.ref.calendar, now)
             row.state = rules.RUNNING

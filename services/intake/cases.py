@@ -196,6 +196,7 @@ class Case(TieredResponse):
             )
         a.state = AssignmentState.RESOLVED
         a.resolved_at = at
+        a.paused_at, a.pause_reason = None, ""  # resolving ends a pause
         a.note, a.media_urls = note, list(media_urls)
         self.record(
             at,

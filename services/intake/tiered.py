@@ -252,9 +252,9 @@ class TieredResponse:
                 a.resolve_due = m.get("next_due")
 
     def _check_node(self, by: dict[str, Any], node_code: str) -> None:
-        if by.get("code") and by["code"] != node_code:
+        if by.get("code") != node_code:
             raise TransitionError(
-                f"{by['tier']} {by['code']} does not answer for this case "
+                f"{by['tier']} {by.get('code') or '(no code)'} does not answer for this case "
                 f"(its {by['tier']} is {node_code})"
             )
 

@@ -14,9 +14,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from clockload import escalation_engine, seed
 from sqlalchemy import func, select
 
-from clockload import escalation_engine, seed
 from services.escalation.store import Clock, Outbox, SupervisionItem
 from shared.db import service_database_url
 

@@ -448,20 +448,36 @@ def test_refused_transition_leaves_no_trace():
 # -- escalated --------------------------------------------------------------------------------
 
 
+STREET = {
+    "tier": "street",
+    "code": "511802001",
+    "name": "青江街道",
+    "owner": {"id": "st-0001", "name": "黄国平", "role": "", "phone": ""},
+}
+NEXT_REPORT_IN_DUE = REPORT_IN_DUE + timedelta(minutes=15)  # the street's 15m from now
 ESCALATION = {
     "reason": "report_in_missed",
     "missed": [
-        {"department": "fire", "clock": "report_in", "due_at": REPORT_IN_DUE},
-        {"department": "police", "clock": "report_in", "due_at": REPORT_IN_DUE},
+        {
+            "department": "fire",
+            "clock": "report_in",
+            "due_at": REPORT_IN_DUE,
+            "next_due": NEXT_REPORT_IN_DUE,
+        },
+        {
+            "department": "police",
+            "clock": "report_in",
+            "due_at": REPORT_IN_DUE,
+            "next_due": NEXT_REPORT_IN_DUE,
+        },
     ],
     "from_tier": TIER,
-    "to_tier": {
-        "tier": "street",
-        "code": "511802001",
-        "name": "青江街道",
-        "owner": {"id": "st-0001", "name": "黄国平", "role": "", "phone": ""},
+    "to_tier": STREET,
+    "step": 1,
+    "notify": {
+        "departments": ["fire", "police", "urban_mgmt"],
+        "tiers": [STREET | {"role": "owner"}],
     },
-    "notify": ["fire", "police", "urban_mgmt"],
     "escalated_at": REPORT_IN_DUE,
 }
 
@@ -474,10 +490,44 @@ def test_escalated_moves_the_tier_and_counts():
     assert case.state == CaseState.DISPATCHED  # a tier move is not a state change
     entry = case.new_entries[-1]
     assert (entry.kind, entry.actor) == ("escalated", "escalation")
-    assert entry.reason == "report_in_missed: fire (report_in), police (report_in); now at street"
+    assert entry.reason == (
+        "report_in_missed: fire (report_in), police (report_in); now at street 青江街道"
+    )
     assert entry.data["missed"][0]["due_at"] == "2026-11-23T01:30:00+00:00"
+    assert entry.data["missed"][0]["next_due"] == "2026-11-23T01:45:00+00:00"
     assert entry.data["escalated_at"] == "2026-11-23T01:30:00+00:00"
+    assert entry.data["notify"]["tiers"][0]["role"] == "owner"
     assert case.pending_events == []
+
+
+def test_escalated_to_a_nameless_tier_ends_with_the_tier():
+    case = dispatched_case()
+    case.escalated(ESCALATION | {"to_tier": STREET | {"name": ""}}, REPORT_IN_DUE)
+    assert case.new_entries[-1].reason.endswith("; now at street")
+
+
+def test_escalated_gives_the_missed_clocks_their_next_deadlines():
+    case = dispatched_case()
+    stopped = {"department": "urban_mgmt", "clock": "resolve", "due_at": RESOLVE_DUE}
+    missed = [*ESCALATION["missed"][:1], stopped | {"next_due": None}]
+    case.escalated(ESCALATION | {"missed": missed}, REPORT_IN_DUE)
+    deadlines = {a.department: (a.report_in_due, a.resolve_due) for a in case.assignments}
+    assert deadlines == {
+        "fire": (NEXT_REPORT_IN_DUE, RESOLVE_DUE),  # the missed clock moves, the other stays
+        "police": (REPORT_IN_DUE, RESOLVE_DUE),  # not missed: untouched
+        "urban_mgmt": (REPORT_IN_DUE, None),  # its clock stopped at the top
+    }
+
+
+def test_escalated_ignores_a_missed_clock_of_a_department_not_on_the_case():
+    case = dispatched_case()
+    stray = {"department": "gas", "clock": "report_in", "due_at": REPORT_IN_DUE}
+    case.escalated(ESCALATION | {"missed": [stray | {"next_due": NEXT_REPORT_IN_DUE}]}, RESOLVE_DUE)
+    assert case.assignment("gas") is None
+    assert {(a.report_in_due, a.resolve_due) for a in case.assignments} == {
+        (REPORT_IN_DUE, RESOLVE_DUE)
+    }
+    assert (case.tier, case.escalations) == ("street", 1)
 
 
 def test_escalations_accumulate():
@@ -487,6 +537,13 @@ def test_escalations_accumulate():
     assert case.escalations == 2
     assert case.updated_at == RESOLVE_DUE
     assert kinds(case).count("escalated") == 2
+
+
+def test_the_escalation_the_case_records_is_a_valid_event():
+    event = make_event("case.escalated", "20261123-000001", ESCALATION, producer="t", at=T0)
+    case = dispatched_case()
+    case.escalated(event.data, REPORT_IN_DUE)  # what intake does with the decoded event
+    assert case.assignment("fire").report_in_due == NEXT_REPORT_IN_DUE
 
 
 # -- the events it queues are valid events ----------------------------------------------------

@@ -5,19 +5,24 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
+from marshmallow import ValidationError
 
 from shared.events import (
     INTERNAL,
     PUBLIC,
     Event,
     InvalidEvent,
+    PolicySnapshotSchema,
+    RecipientSchema,
     decode_event,
     make_event,
     spec_for,
 )
+from shared.reference import load_reference
 
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)  # Mon 09:00 Beijing
 BEIJING = timezone(timedelta(hours=8))
@@ -26,6 +31,7 @@ CASE_ID = "20261123-000001"
 SUMMARY: dict[str, Any] = {
     "category": "E0402",
     "category_name": "消防通道堵塞",
+    "severity": "urgent",
     "description": "消防通道被私家车堵塞",
     "location": {
         "grid_code": "511802001001101",
@@ -46,6 +52,18 @@ TIER = {
     "name": "桐梓林社区",
     "owner": {"id": "cm-0001", "name": "胡涛", "role": "社区党委书记", "phone": "13900000003"},
 }
+STREET = {
+    "tier": "street",
+    "code": "511802001",
+    "name": "青江街道",
+    "owner": {"id": "st-0001", "name": "黄国平", "role": "街道主任", "phone": "13900000002"},
+}
+DISTRICT = {
+    "tier": "district",
+    "code": "511802",
+    "name": "雨城区",
+    "owner": {"id": "dc-0001", "name": "张建国", "role": "中心主任", "phone": "13900000001"},
+}
 ASSIGNMENT = {
     "department": "fire",
     "role": "lead",
@@ -54,13 +72,80 @@ ASSIGNMENT = {
     "report_in": "30m",
     "resolve": "4wh",
 }
+POLICY = {
+    "name": "urgent_safety",
+    "version": "2026.1",
+    "severity": "urgent",
+    "start": "community",
+    "steps": [
+        {
+            "tier": "community",
+            "notify": ["departments", "tier_owner", "supervisors"],
+            "report_in": "10m",
+            "resolve": "1h",
+            "repeat": 0,
+        },
+        {
+            "tier": "street",
+            "notify": ["departments", "tier_owner", "supervisors"],
+            "report_in": "15m",
+            "resolve": "2h",
+            "repeat": 1,
+        },
+        {
+            "tier": "district",
+            "notify": ["departments", "tier_owner"],
+            "report_in": "15m",
+            "resolve": "2h",
+            "repeat": 3,
+        },
+    ],
+    "whistle": {
+        "routine": {"level": "routine", "report_in": "30m", "resolve": "1wd", "raise_to": None},
+        "hard": {"level": "hard", "report_in": "30m", "resolve": "1wd", "raise_to": "district"},
+    },
+}
+MISSED = {
+    "department": "fire",
+    "clock": "report_in",
+    "due_at": T0 + timedelta(minutes=30),
+    "next_due": T0 + timedelta(minutes=46),
+}
+NOTIFY = {
+    "departments": ["fire", "police"],
+    "tiers": [STREET | {"role": "owner"}, DISTRICT | {"role": "supervisor"}],
+}
 ESCALATION = {
     "reason": "report_in_missed",
-    "missed": [{"department": "fire", "clock": "report_in", "due_at": T0 + timedelta(minutes=30)}],
+    "missed": [MISSED],
     "from_tier": TIER,
-    "to_tier": TIER | {"tier": "street", "code": "511802001", "name": "青江街道"},
-    "notify": ["fire", "police"],
+    "to_tier": STREET,
+    "step": 1,
+    "notify": NOTIFY,
     "escalated_at": T0 + timedelta(minutes=31),
+}
+REMINDER = {
+    "reason": "resolve_missed_repeated",
+    "missed": [MISSED | {"clock": "resolve", "next_due": T0 + timedelta(hours=4)}],
+    "exhausted": [MISSED | {"department": "police", "next_due": None}],  # its clock stopped
+    "tier": STREET,
+    "step": 1,
+    "notify": {"departments": ["fire"], "tiers": [STREET | {"role": "owner"}]},
+    "reminded_at": T0 + timedelta(hours=2),
+}
+OPERATOR = {"name": "胡涛", "tier": "community", "code": "511802001001"}
+STREET_OPERATOR = {"name": "黄国平", "tier": "street", "code": "511802001"}
+WHISTLE_INFO = {"level": "hard", "by": STREET_OPERATOR, "note": "多部门推诿"}
+SUMMONED = ASSIGNMENT | {"department": "sanitation", "role": "summoned", "resolve": "1wd"}
+SUPERVISED = {
+    "id": 1,
+    "department": "fire",
+    "kind": "report_in",
+    "due_at": T0 + timedelta(minutes=30),
+    "tier": STREET,
+    "at": T0 + timedelta(minutes=31),
+    "reason": "report_in_missed",
+    "late_by_s": None,
 }
 
 INTERNAL_DATA: dict[str, dict[str, Any]] = {
@@ -69,10 +154,31 @@ INTERNAL_DATA: dict[str, dict[str, Any]] = {
         "case": SUMMARY,
         "tier": TIER,
         "assignments": [ASSIGNMENT, ASSIGNMENT | {"department": "police", "role": "assist"}],
+        "policy": POLICY,
         "catalogue_version": "2026.1",
         "routed_at": T0,
     },
+    "case.whistled": {
+        "level": "hard",
+        "departments": ["sanitation", "fire"],
+        "by": STREET_OPERATOR,
+        "reason": "多部门推诿",
+        "whistled_at": T0,
+    },
+    "assignments.added": {
+        "reason": "whistle",
+        "level": "hard",
+        "by": STREET_OPERATOR,
+        "note": "多部门推诿",
+        "assignments": [SUMMONED],
+        "already": ["fire"],
+        "whistler": STREET,
+        "raise_to": DISTRICT,
+        "case": SUMMARY,
+        "added_at": T0,
+    },
     "case.escalated": ESCALATION,
+    "case.reminded": REMINDER,
     "assignment.dispatched": {
         "department": "fire",
         "role": "lead",
@@ -88,21 +194,73 @@ INTERNAL_DATA: dict[str, dict[str, Any]] = {
         "media_urls": ["https://m.example.com/after.jpg"],
         "at": T0,
     },
+    "assignment.paused": {
+        "department": "fire",
+        "reason": "等待车主挪车",
+        "actor": "fire:7",
+        "at": T0,
+    },
+    "assignment.resumed": {"department": "fire", "actor": "fire:7", "at": T0},
+    "assignment.reopened": {"department": "fire", "reason": "通道又被堵", "at": T0},
+    "extension.decided": {
+        "extension_id": 7,
+        "department": "fire",
+        "approved": True,
+        "extend_by": "1wd",
+        "approver": STREET_OPERATOR,
+        "note": "同意延期",
+        "at": T0,
+    },
+    "assignment.rescheduled": {
+        "department": "fire",
+        "report_in_due": None,  # paused
+        "resolve_due": T0 + timedelta(days=2),
+        "reason": "extension approved",
+        "at": T0,
+    },
+    "case.tier_changed": {
+        "from_tier": TIER,
+        "to_tier": DISTRICT,
+        "reason": "hard whistle",
+        "at": T0,
+    },
+    "supervision.opened": {"items": [SUPERVISED]},
+    "supervision.closed": {
+        "items": [SUPERVISED | {"tier": None, "reason": "reported in", "late_by_s": 120.0}]
+    },
     "case.resolved": {"resolved_at": T0},
 }
+LINKS = {"case": "https://g.example/api/v1/cases/1"}
 PUBLIC_DATA: dict[str, dict[str, Any]] = {
     "case.assigned": {
         "department": "fire",
         "assignment": ASSIGNMENT,
         "tier": TIER,
         "case": SUMMARY,
-        "links": {"case": "https://g.example/api/v1/cases/1"},
+        "whistle": None,
+        "links": LINKS,
     },
     "case.escalated": {
         "department": "fire",
+        "recipient": {"kind": "department", "department": "fire", "tier": None},
         "escalation": ESCALATION,
         "case": SUMMARY,
         "links": {},
+    },
+    "case.reminded": {
+        "department": None,
+        "recipient": {"kind": "tier", "department": None, "tier": STREET | {"role": "owner"}},
+        "reminder": REMINDER,
+        "case": None,
+        "links": LINKS,
+    },
+    "case.whistled": {
+        "department": None,
+        "recipient": {"kind": "tier", "department": None, "tier": DISTRICT | {"role": "owner"}},
+        "whistle": WHISTLE_INFO,
+        "departments": ["sanitation", "fire"],
+        "case": SUMMARY,
+        "links": LINKS,
     },
 }
 
@@ -142,6 +300,8 @@ def test_every_public_event_survives_the_wire(type_):
     got = decode_event(sent.to_json(), public=True)
     assert got == sent
     assert got.public is True
+    for name, value in PUBLIC_DATA[type_].items():
+        assert got.data[name] == value, name
 
 
 def test_round_trip_keeps_datetimes_as_aware_datetimes():
@@ -343,6 +503,7 @@ def test_public_escalation_is_not_an_internal_escalation():
     assert "'reason'" in decode_error(public)
     internal = wire("case.escalated")
     assert "'escalation'" in decode_error(internal, public=True)
+    assert "'recipient'" in decode_error(internal, public=True)
 
 
 def test_unknown_role_is_rejected():
@@ -350,7 +511,7 @@ def test_unknown_role_is_rejected():
     raw["data"]["assignments"][1]["role"] = "boss"
     message = decode_error(raw)
     assert message.startswith("case.routed: ")
-    assert "'assignments': {1: {'role': ['Must be one of: lead, assist.']}}" in message
+    assert "'assignments': {1: {'role': ['Must be one of: lead, assist, summoned.']}}" in message
 
 
 def test_unknown_tier_is_rejected():
@@ -450,6 +611,227 @@ def test_naive_datetime_in_data_is_rejected():
     assert decode_error(raw) == "case.resolved: {'resolved_at': ['Not a valid aware datetime.']}"
 
 
+# -- tiered response: severity, policies, whistles, reminders, the ledger -----------------------
+
+
+def test_test_data_covers_every_event():
+    assert set(INTERNAL_DATA) == set(INTERNAL)
+    assert set(PUBLIC_DATA) == set(PUBLIC)
+
+
+def test_an_unknown_severity_is_rejected():
+    raw = wire("case.reported")
+    raw["data"]["case"]["severity"] = "critical"
+    assert "'severity': ['Must be one of: normal, urgent.']" in decode_error(raw)
+
+
+def test_routed_without_a_policy_is_rejected():
+    raw = wire("case.routed")
+    del raw["data"]["policy"]
+    assert "'policy': ['Missing data for required field.']" in decode_error(raw)
+
+
+def test_a_policy_without_steps_is_rejected():
+    raw = wire("case.routed")
+    raw["data"]["policy"]["steps"] = []
+    assert "'steps': ['Shorter than minimum length 1.']" in decode_error(raw)
+
+
+def test_a_policy_starting_below_the_cells_is_rejected():
+    raw = wire("case.routed")
+    raw["data"]["policy"]["start"] = "building"
+    assert "'policy': {'start': ['Must be one of" in decode_error(raw)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("tier", "building"), ("notify", ["mayor"]), ("repeat", 11), ("repeat", -1)],
+)
+def test_a_bad_policy_step_is_rejected(field, value):
+    raw = wire("case.routed")
+    raw["data"]["policy"]["steps"][1][field] = value
+    message = decode_error(raw)
+    assert message.startswith("case.routed: {'policy': {'steps': {1: {")
+    assert f"'{field}'" in message
+
+
+def test_policy_whistle_terms_for_an_unknown_level_are_rejected():
+    raw = wire("case.routed")
+    raw["data"]["policy"]["whistle"]["loud"] = {"report_in": "1m", "resolve": "1h"}
+    assert "'whistle'" in decode_error(raw)
+
+
+@pytest.mark.parametrize("type_", ["case.whistled", "assignments.added"])
+def test_an_unknown_whistle_level_is_rejected(type_):
+    raw = wire(type_)
+    raw["data"]["level"] = "loud"
+    assert decode_error(raw) == f"{type_}: {{'level': ['Must be one of: routine, hard.']}}"
+
+
+@pytest.mark.parametrize("count", [0, 21])
+def test_a_whistle_names_one_to_twenty_departments(count):
+    raw = wire("case.whistled")
+    raw["data"]["departments"] = [f"dept_{i}" for i in range(count)]
+    assert "'departments': ['Length must be between 1 and 20.']" in decode_error(raw)
+
+
+def test_a_whistle_of_twenty_departments_is_accepted():
+    data = INTERNAL_DATA["case.whistled"] | {"departments": [f"dept_{i}" for i in range(20)]}
+    assert len(event("case.whistled", data=data).data["departments"]) == 20
+
+
+def test_a_whistle_by_a_nameless_operator_of_an_unknown_tier_is_rejected():
+    raw = wire("case.whistled")
+    raw["data"]["by"] = {"name": "", "tier": "village"}
+    message = decode_error(raw)
+    assert "'by': {" in message
+    assert "'name'" in message and "'tier'" in message
+
+
+def test_assignments_added_with_neither_assignments_nor_already_is_rejected():
+    raw = wire("assignments.added")
+    raw["data"]["assignments"] = []
+    raw["data"]["already"] = []
+    assert decode_error(raw) == (
+        "assignments.added: {'_schema': ['a whistle summons at least one department']}"
+    )
+    data = INTERNAL_DATA["assignments.added"] | {"assignments": [], "already": []}
+    with pytest.raises(InvalidEvent, match="at least one department"):
+        event("assignments.added", data=data)
+
+
+@pytest.mark.parametrize("empty", ["assignments", "already"])
+def test_assignments_added_needs_only_one_of_assignments_or_already(empty):
+    data = INTERNAL_DATA["assignments.added"] | {empty: []}
+    got = decode_event(event("assignments.added", data=data).to_json())
+    assert got.data[empty] == []
+    assert got.data["assignments"] or got.data["already"]
+
+
+def test_assignments_added_defaults_already_and_raise_to():
+    raw = wire("assignments.added")
+    del raw["data"]["already"], raw["data"]["raise_to"], raw["data"]["note"]
+    got = decode_event(json.dumps(raw))
+    assert (got.data["already"], got.data["raise_to"], got.data["note"]) == ([], None, "")
+
+
+def test_departments_are_added_only_by_a_whistle():
+    raw = wire("assignments.added")
+    raw["data"]["reason"] = "manual"
+    assert "'reason': ['Must be one of: whistle.']" in decode_error(raw)
+
+
+def test_a_missed_clocks_next_due_is_optional():
+    raw = wire("case.escalated")
+    del raw["data"]["missed"][0]["next_due"]
+    assert decode_event(json.dumps(raw)).data["missed"][0]["next_due"] is None
+    raw["data"]["missed"][0]["next_due"] = None  # the clock stopped
+    assert decode_event(json.dumps(raw)).data["missed"][0]["next_due"] is None
+
+
+def test_a_missed_clocks_next_due_must_be_aware():
+    raw = wire("case.escalated")
+    raw["data"]["missed"][0]["next_due"] = "2026-11-23T09:46:00"
+    assert "'next_due': ['Not a valid aware datetime.']" in decode_error(raw)
+
+
+@pytest.mark.parametrize("type_", ["case.escalated", "case.reminded"])
+def test_a_notice_needs_its_step(type_):
+    raw = wire(type_)
+    del raw["data"]["step"]
+    assert "'step': ['Missing data for required field.']" in decode_error(raw)
+    raw["data"]["step"] = -1
+    assert "'step'" in decode_error(raw)
+
+
+def test_escalation_notify_is_an_object_not_a_list_of_departments():
+    raw = wire("case.escalated")
+    raw["data"]["notify"] = ["fire", "police"]
+    assert "'notify': {'_schema': ['Invalid input type.']}" in decode_error(raw)
+
+
+def test_notify_lists_default_to_empty():
+    raw = wire("case.escalated")
+    raw["data"]["notify"] = {}
+    assert decode_event(json.dumps(raw)).data["notify"] == {"departments": [], "tiers": []}
+
+
+@pytest.mark.parametrize("role", ["mayor", None, "(left out)"])
+def test_a_notified_tier_needs_the_owner_or_supervisor_role(role):
+    raw = wire("case.escalated")
+    if role == "(left out)":
+        del raw["data"]["notify"]["tiers"][0]["role"]
+    else:
+        raw["data"]["notify"]["tiers"][0]["role"] = role
+    assert "'notify': {'tiers': {0: {'role'" in decode_error(raw)
+
+
+def test_a_reminders_missed_and_exhausted_clocks_are_optional():
+    raw = wire("case.reminded")
+    del raw["data"]["missed"], raw["data"]["exhausted"]
+    got = decode_event(json.dumps(raw))
+    assert (got.data["missed"], got.data["exhausted"]) == ([], [])
+
+
+def test_public_notices_need_a_recipient_of_a_known_kind():
+    for type_ in ("case.escalated", "case.reminded", "case.whistled"):
+        raw = wire(type_, public=True)
+        del raw["data"]["recipient"]
+        assert "'recipient': ['Missing data for required field.']" in decode_error(raw, public=True)
+        raw["data"]["recipient"] = {"kind": "robot"}
+        assert "'recipient': {'kind': ['Must be one of: department, tier.']}" in decode_error(
+            raw, public=True
+        )
+
+
+def test_a_tier_recipient_carries_the_node_and_its_role():
+    got = decode_event(event("case.reminded", public=True).to_json(), public=True)
+    recipient = got.data["recipient"]
+    assert recipient["kind"] == "tier"
+    assert (recipient["tier"]["code"], recipient["tier"]["role"]) == ("511802001", "owner")
+    assert got.data["department"] is None
+
+
+def test_an_assigned_message_may_carry_the_whistle_that_summoned_it():
+    data = PUBLIC_DATA["case.assigned"] | {
+        "department": "sanitation",
+        "assignment": SUMMONED,
+        "whistle": WHISTLE_INFO,
+    }
+    got = decode_event(event("case.assigned", data=data, public=True).to_json(), public=True)
+    assert got.data["whistle"] == WHISTLE_INFO
+    assert got.data["assignment"]["role"] == "summoned"
+    with pytest.raises(InvalidEvent, match="'whistle'"):
+        event("case.assigned", data=data | {"whistle": {"level": "loud"}}, public=True)
+
+
+def test_an_extension_decision_needs_its_approver_and_an_answer():
+    raw = wire("extension.decided")
+    del raw["data"]["approver"], raw["data"]["approved"]
+    message = decode_error(raw)
+    assert "'approver': ['Missing data for required field.']" in message
+    assert "'approved': ['Missing data for required field.']" in message
+
+
+def test_a_pause_needs_a_reason():
+    raw = wire("assignment.paused")
+    raw["data"]["reason"] = ""
+    assert "'reason'" in decode_error(raw)
+
+
+@pytest.mark.parametrize("type_", ["supervision.opened", "supervision.closed"])
+def test_the_ledger_changes_at_least_one_item(type_):
+    raw = wire(type_)
+    raw["data"]["items"] = []
+    assert decode_error(raw) == f"{type_}: {{'items': ['Shorter than minimum length 1.']}}"
+
+
+def test_a_ledger_item_is_a_known_clock():
+    raw = wire("supervision.opened")
+    raw["data"]["items"][0]["kind"] = "lunch"
+    assert "'items': {0: {'kind'" in decode_error(raw)
+
+
 # -- tolerant reader --------------------------------------------------------------------------
 
 
@@ -470,13 +852,17 @@ def test_unknown_fields_are_tolerated_everywhere():
 
 def test_optional_fields_may_be_left_out():
     raw = wire("case.routed")
-    for name in ("category_name", "media_urls", "occurred_at"):
+    for name in ("category_name", "severity", "media_urls", "occurred_at"):
         del raw["data"]["case"][name]
     del raw["data"]["catalogue_version"]
+    del raw["data"]["policy"]["version"]
+    del raw["data"]["policy"]["severity"]
     got = decode_event(json.dumps(raw))
+    assert got.data["case"]["severity"] == "normal"
     assert got.data["case"]["media_urls"] == []
     assert got.data["case"]["occurred_at"] is None
     assert got.data["catalogue_version"] == ""
+    assert (got.data["policy"]["version"], got.data["policy"]["severity"]) == ("", "normal")
 
 
 # -- the catalogue itself -----------------------------------------------------------------------
@@ -486,13 +872,24 @@ def test_catalogue_names_every_event_once_per_exchange():
     assert set(INTERNAL) == {
         "case.reported",
         "case.routed",
+        "case.whistled",
+        "assignments.added",
         "case.escalated",
+        "case.reminded",
         "assignment.dispatched",
         "assignment.acknowledged",
         "assignment.resolved",
+        "assignment.paused",
+        "assignment.resumed",
+        "assignment.reopened",
+        "extension.decided",
+        "assignment.rescheduled",
+        "case.tier_changed",
+        "supervision.opened",
+        "supervision.closed",
         "case.resolved",
     }
-    assert set(PUBLIC) == {"case.assigned", "case.escalated"}
+    assert set(PUBLIC) == {"case.assigned", "case.escalated", "case.reminded", "case.whistled"}
     assert all(spec.version == 1 for spec in (*INTERNAL.values(), *PUBLIC.values()))
     assert all(spec.description for spec in (*INTERNAL.values(), *PUBLIC.values()))
 
@@ -502,3 +899,21 @@ def test_spec_for_separates_internal_and_public():
     with pytest.raises(InvalidEvent):
         spec_for("case.assigned")
     assert spec_for("case.assigned", public=True).name == "case.assigned"
+
+
+
+@pytest.mark.parametrize("recipient", [{"kind": "department"}, {"kind": "tier"},
+                                       {"kind": "tier", "department": "fire"}])
+def test_a_recipient_names_who_it_is(recipient):
+    with pytest.raises(ValidationError, match=f"names its {recipient['kind']}"):
+        RecipientSchema().load(recipient)
+
+
+def test_a_policy_snapshot_has_terms_for_every_whistle_level():
+    ref = load_reference(Path(__file__).resolve().parents[2] / "deploy" / "demo")
+    snap = ref.policy.snapshot(ref.catalogue.get("E0101"), "normal", ref.grid)
+    assert PolicySnapshotSchema().load(snap)["whistle"]["hard"]["raise_to"] == "district"
+    with pytest.raises(ValidationError, match="every whistle level"):
+        PolicySnapshotSchema().load({**snap, "whistle": {}})
+    with pytest.raises(ValidationError):
+        PolicySnapshotSchema().load({**snap, "whistle": {"routine": {}, "hard": {}}})

@@ -87,6 +87,7 @@ def test_minimal_body_loads_with_defaults():
         "reporter": {"kind": "resident", "id": "", "name": "", "phone": ""},
         "media_urls": [],
         "occurred_at": None,
+        "severity": "normal",
     }
 
 
@@ -126,6 +127,11 @@ def test_description_of_exactly_2000_characters_is_accepted():
 def test_exactly_ten_media_urls_are_accepted():
     urls = [f"https://m.example.com/{i}.jpg" for i in range(10)]
     assert ReportBody().load(body(media_urls=urls))["media_urls"] == urls
+
+
+@pytest.mark.parametrize("severity", ["normal", "urgent"])
+def test_severities_that_are_accepted(severity):
+    assert ReportBody().load(body(severity=severity))["severity"] == severity
 
 
 # -- the schema: field-level errors -------------------------------------------------------------
@@ -273,6 +279,18 @@ def test_naive_occurred_at_is_refused():
     }
 
 
+@pytest.mark.parametrize("severity", ["critical", "URGENT", "", None])
+def test_unknown_severity(severity):
+    expected = (
+        ["Field may not be null."] if severity is None else ["Must be one of: normal, urgent."]
+    )
+    assert errors(body(severity=severity)) == {"severity": expected}
+
+
+def test_severity_of_the_wrong_type():
+    assert errors(body(severity=2)) == {"severity": ["Not a valid string."]}
+
+
 def test_every_field_error_is_reported_at_once():
     raw = body(report_id=..., description="", media_urls=["ftp://x.example.com/a"], extra=1)
     assert set(errors(raw)) == {"report_id", "description", "media_urls", "extra"}
@@ -285,6 +303,7 @@ def test_summary_of_a_grid_code_report():
     assert summarise_raw(body(description="小区门口垃圾堆积  \n")) == {
         "category": "E0101",
         "category_name": "暴露垃圾",
+        "severity": "normal",
         "description": "小区门口垃圾堆积",
         "location": {
             "grid_code": TONGGONG,
@@ -403,6 +422,13 @@ def test_future_skew_is_five_minutes():
     assert timedelta(minutes=5) == FUTURE_SKEW
 
 
+@pytest.mark.parametrize(
+    ("given", "severity"), [({}, "normal"), ({"severity": "urgent"}, "urgent")]
+)
+def test_summary_carries_the_severity(given, severity):
+    assert summarise_raw(body(**given))["severity"] == severity
+
+
 def test_summary_carries_media_and_the_reporter():
     raw = body(media_urls=["https://m.example.com/a.jpg"], reporter={"kind": "hotline"})
     s = summarise_raw(raw)
@@ -412,7 +438,12 @@ def test_summary_carries_media_and_the_reporter():
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"grid_code": TONGGONG_1}, {"grid_code": ..., **INSIDE_TONGGONG}],
+    [
+        {},
+        {"grid_code": TONGGONG_1},
+        {"grid_code": ..., **INSIDE_TONGGONG},
+        {"severity": "urgent"},
+    ],
 )
 def test_summary_is_a_valid_case_reported_payload(overrides):
     raw = body(**overrides, occurred_at="2026-11-23T08:55:00+08:00")
@@ -420,6 +451,7 @@ def test_summary_is_a_valid_case_reported_payload(overrides):
     event = make_event("case.reported", "20261123-000001", data, producer="intake", at=NOW)
     assert event.data["case"]["location"]["grid_code"] == TONGGONG
     assert event.data["case"]["reported_at"] == NOW
+    assert event.data["case"]["severity"] == raw.get("severity", "normal")
 
 
 # -- body_fingerprint -------------------------------------------------------------------------
@@ -447,6 +479,7 @@ def test_fingerprint_is_stable_across_calls():
         {"description": "小区门口垃圾堆积!"},
         {"reporter": {"kind": "grid_worker", "id": "gw-0002"}},
         {"media_urls": ["https://m.example.com/a.jpg"]},
+        {"severity": "urgent"},
     ],
 )
 def test_a_different_body_has_a_different_fingerprint(change):

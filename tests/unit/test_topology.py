@@ -11,6 +11,7 @@ import pytest
 from shared.amqp.topology import (
     DELIVERY_LIMIT,
     DISPATCH_EXCHANGE,
+    DISPATCH_TIERS,
     DLX,
     EVENTS_EXCHANGE,
     EXCHANGES,
@@ -27,8 +28,12 @@ from shared.amqp.topology import (
     retry_delay,
     retry_exchange,
     service_queue,
+    tier_queue,
+    tier_recipient,
+    tier_routing_key,
     work_queue_arguments,
 )
+from shared.catalogue import Catalogue, CatalogueError
 from shared.events import INTERNAL, PUBLIC
 from shared.reference import load_reference
 
@@ -36,6 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "deploy" / "demo"
 DEPARTMENTS = sorted(load_reference(DEMO).catalogue.departments)
 SERVICES = ("routing", "escalation", "notify", "intake")
+TIERS = ("compound", "area", "community", "street", "district")
 
 
 def all_queues() -> dict[str, QueueSpec]:
@@ -46,7 +52,11 @@ def all_queues() -> dict[str, QueueSpec]:
 
 
 def work_queue_names() -> list[str]:
-    return [service_queue(s) for s in SERVICES] + [dispatch_queue(d) for d in DEPARTMENTS]
+    return (
+        [service_queue(s) for s in SERVICES]
+        + [dispatch_queue(d) for d in DEPARTMENTS]
+        + [tier_queue(t) for t in TIERS]
+    )
 
 
 def topic_matches(pattern: str, key: str) -> bool:
@@ -108,6 +118,21 @@ def test_dispatch_routing_key_is_department_dot_event():
     assert dispatch_routing_key("fire", "case.escalated") == "fire.case.escalated"
 
 
+def test_tier_queue_recipient_and_routing_key():
+    assert tier_queue("street") == "dispatch.tier.street"
+    assert tier_recipient("street", "511802001") == "tier.street.511802001"
+    assert tier_routing_key("street", "511802001", "case.escalated") == (
+        "tier.street.511802001.case.escalated"
+    )
+    assert tier_routing_key("district", "511802", "case.whistled") == (
+        "tier.district.511802.case.whistled"
+    )
+
+
+def test_the_tiers_with_a_public_queue_are_the_escalation_path():
+    assert DISPATCH_TIERS == TIERS
+
+
 # -- work queues -------------------------------------------------------------------------------
 
 
@@ -158,13 +183,28 @@ def test_dead_letter_queues_do_not_dead_letter_again():
             assert "x-dead-letter-exchange" not in spec.arguments
 
 
+def department_queue_names(departments: list[str]) -> list[str]:
+    return [
+        s.name
+        for s in queues(departments)
+        if s.name.startswith("dispatch.") and not s.name.startswith("dispatch.tier.")
+    ]
+
+
 def test_departments_are_declared_once_in_sorted_order():
-    names = [s.name for s in queues(["police", "fire"]) if s.name.startswith("dispatch.")]
-    assert names == ["dispatch.fire", "dispatch.fire.dlq", "dispatch.police", "dispatch.police.dlq"]
+    assert department_queue_names(["police", "fire"]) == [
+        "dispatch.fire",
+        "dispatch.fire.dlq",
+        "dispatch.police",
+        "dispatch.police.dlq",
+    ]
 
 
-def test_no_departments_no_dispatch_queues():
-    assert not [s for s in queues([]) if s.name.startswith("dispatch.")]
+def test_no_departments_no_department_queues_but_the_tier_queues_stay():
+    assert department_queue_names([]) == []
+    assert [s.name for s in queues([]) if s.name.startswith("dispatch.")] == [
+        name for t in TIERS for name in (f"dispatch.tier.{t}", f"dispatch.tier.{t}.dlq")
+    ]
 
 
 # -- retry queues -------------------------------------------------------------------------------
@@ -217,12 +257,61 @@ def test_subscriptions_name_internal_events_only():
 
 
 def test_subscriptions_are_the_expected_flow():
-    assert dict(SUBSCRIPTIONS) == {
-        "routing": ("case.reported",),
-        "escalation": ("case.routed", "assignment.acknowledged", "assignment.resolved"),
-        "notify": ("case.routed", "case.escalated"),
-        "intake": ("case.routed", "case.escalated", "assignment.dispatched"),
+    assert {service: set(types) for service, types in SUBSCRIPTIONS.items()} == {
+        # routing routes reports and summons the departments a whistle names
+        "routing": {"case.reported", "case.whistled"},
+        # escalation runs every assignment's clocks
+        "escalation": {
+            "case.routed",
+            "assignments.added",
+            "assignment.acknowledged",
+            "assignment.resolved",
+            "assignment.paused",
+            "assignment.resumed",
+            "assignment.reopened",
+            "extension.decided",
+        },
+        # notify tells departments and grid tiers
+        "notify": {
+            "case.routed",
+            "assignments.added",
+            "case.escalated",
+            "case.reminded",
+            "case.tier_changed",
+        },
+        # intake keeps the case read model
+        "intake": {
+            "case.routed",
+            "assignments.added",
+            "assignment.dispatched",
+            "case.escalated",
+            "case.reminded",
+            "case.tier_changed",
+            "assignment.rescheduled",
+            "supervision.opened",
+            "supervision.closed",
+        },
     }
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_subscribes_to_each_event_once(service):
+    assert len(set(SUBSCRIPTIONS[service])) == len(SUBSCRIPTIONS[service])
+
+
+def test_intake_does_not_consume_what_it_produces():
+    produced_by_intake = {
+        "case.reported",
+        "case.whistled",
+        "assignment.acknowledged",
+        "assignment.resolved",
+        "assignment.paused",
+        "assignment.resumed",
+        "assignment.reopened",
+        "extension.decided",
+        "case.resolved",
+    }
+    assert not produced_by_intake & set(SUBSCRIPTIONS["intake"])
 
 
 def test_every_internal_event_but_case_resolved_has_a_consumer():
@@ -238,9 +327,29 @@ def test_an_internal_event_reaches_exactly_the_services_subscribed(type_):
     assert routed_to(EVENTS_EXCHANGE, type_) == expected
 
 
+def _module_constants(tree: ast.Module) -> dict[str, set[str]]:
+    """Module-level names bound to a literal dict (its keys), tuple, list or set of strings."""
+    out: dict[str, set[str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if not isinstance(target, ast.Name):
+            continue
+        items = value.keys if isinstance(value, ast.Dict) else getattr(value, "elts", None)
+        if items is not None:
+            out[target.id] = {i.value for i in items if isinstance(i, ast.Constant)}
+    return out
+
+
 def _handled_types(service: str) -> set[str]:
-    """Event types named in @event_handler(...) decorators of services/<service>/service.py."""
+    """Event types named in @event_handler(...) decorators of services/<service>/service.py,
+    as string constants or as ``*NAME`` of a module-level dict / tuple of them."""
     tree = ast.parse((REPO / "services" / service / "service.py").read_text(encoding="utf-8"))
+    constants = _module_constants(tree)
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef):
@@ -250,8 +359,24 @@ def _handled_types(service: str) -> set[str]:
                     and isinstance(dec.func, ast.Name)
                     and dec.func.id == "event_handler"
                 ):
-                    found |= {a.value for a in dec.args if isinstance(a, ast.Constant)}
+                    for arg in dec.args:
+                        if isinstance(arg, ast.Constant):
+                            found.add(arg.value)
+                        elif isinstance(arg, ast.Starred) and isinstance(arg.value, ast.Name):
+                            found |= constants[arg.value.id]
+                        else:
+                            raise AssertionError(f"{service}: cannot read {ast.dump(arg)}")
     return found
+
+
+def test_handled_types_reads_constants_and_starred_module_names():
+    tree = ast.parse(
+        "A: dict = {'x.one': 1, 'x.two': 2}\n"
+        "B = ('y.one',)\n"
+        "@event_handler('z.one', *A)\n"
+        "def f(): pass\n"
+    )
+    assert _module_constants(tree) == {"A": {"x.one", "x.two"}, "B": {"y.one"}}
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -294,6 +419,49 @@ def test_department_codes_are_single_routing_key_words():
 
 def test_a_message_for_an_unknown_department_reaches_no_queue():
     assert routed_to(DISPATCH_EXCHANGE, "aliens.case.assigned") == set()
+
+
+# -- dispatch to grid tiers ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_tier_queue_is_bound_to_everything_for_its_tier(tier):
+    assert all_queues()[tier_queue(tier)].bindings == ((DISPATCH_EXCHANGE, f"tier.{tier}.#"),)
+
+
+@pytest.mark.parametrize("type_", sorted(PUBLIC))
+@pytest.mark.parametrize(
+    ("tier", "code"),
+    [
+        ("compound", "511802001001101"),
+        ("area", "5118020010011"),
+        ("community", "511802001001"),
+        ("street", "511802001"),
+        ("district", "511802"),
+    ],
+)
+def test_a_tier_message_reaches_only_its_tiers_queue(tier, code, type_):
+    assert routed_to(DISPATCH_EXCHANGE, tier_routing_key(tier, code, type_)) == {tier_queue(tier)}
+
+
+def test_a_nodes_own_system_can_bind_its_recipient_key():
+    own = f"{tier_recipient('community', '511802001001')}.#"
+    assert topic_matches(own, tier_routing_key("community", "511802001001", "case.escalated"))
+    assert not topic_matches(own, tier_routing_key("community", "511802002001", "case.escalated"))
+    assert not topic_matches(own, tier_routing_key("street", "511802001001", "case.escalated"))
+
+
+def test_a_message_for_a_tier_without_a_queue_reaches_no_queue():
+    assert routed_to(DISPATCH_EXCHANGE, tier_routing_key("building", "1", "case.assigned")) == set()
+
+
+def test_no_department_may_be_called_tier():
+    # dispatch.tier would be bound to tier.# and take every grid tier's messages.
+    assert "tier" not in DEPARTMENTS
+    spec = {s.name: s for s in queues(["tier"])}[dispatch_queue("tier")]
+    assert topic_matches(spec.bindings[0][1], tier_routing_key("street", "511802001", "x"))
+    with pytest.raises(CatalogueError, match="not 'tier'"):
+        Catalogue.from_dict({"departments": [{"code": "tier", "name": "层级"}], "families": []})
 
 
 # -- exchanges and the unrouted safety net -------------------------------------------------------
@@ -365,3 +533,6 @@ def test_declare_declares_durable_exchanges_then_queues_with_their_bindings():
         (spec.name, exchange, key) for spec in specs for exchange, key in spec.bindings
     ]
     assert ("dispatch.fire", "gridflow.dispatch", "fire.#") in [c[1] for c in bind_calls]
+    assert ("dispatch.tier.street", "gridflow.dispatch", "tier.street.#") in [
+        c[1] for c in bind_calls
+    ]

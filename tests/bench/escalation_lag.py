@@ -1,0 +1,164 @@
+"""Benchmark: how late does a missed deadline escalate, with 100,000 open clocks?
+
+Seeds ``--open`` routed cases into a fresh escalation database (each with a running
+report-in and a running resolve clock, so twice as many clock rows), of which
+``--rate`` × ``--seconds`` report-in clocks fall due during the run, evenly spread; the
+others are due days later and just sit in the table. Then it starts the escalation service
+as a process (its real ticker, ``--tick`` seconds) on a fresh RabbitMQ vhost, and a pika
+consumer on ``gridflow.events`` times every ``case.escalated``: lag = arrival − due time.
+
+    .venv/bin/python tests/bench/escalation_lag.py                    # SQLite
+    .venv/bin/python tests/bench/escalation_lag.py --pg postgresql://postgres@127.0.0.1/postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pika
+import requests
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from clockload import escalation_engine, seed  # noqa: E402
+
+from shared.db import service_database_url  # noqa: E402
+
+RABBIT_API = "http://127.0.0.1:15672"
+
+
+def say(text_: str) -> None:
+    print(f"[bench] {text_}", flush=True)
+
+
+def vhost(name: str, create: bool) -> None:
+    url, auth = f"{RABBIT_API}/api/vhosts/{name}", ("guest", "guest")
+    if not create:
+        requests.delete(url, auth=auth, timeout=10)
+        return
+    requests.put(url, auth=auth, timeout=10).raise_for_status()
+    requests.put(f"{RABBIT_API}/api/permissions/{name}/guest", auth=auth, timeout=10,
+                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+
+
+def pg_database(admin_url: str, name: str, create: bool) -> str:
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if create:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        else:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = :n"), {"n": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--open", type=int, default=100_000, help="open cases (default 100,000)")
+    ap.add_argument("--rate", type=float, default=100.0, help="clocks falling due per second")
+    ap.add_argument("--seconds", type=float, default=30.0, help="how long clocks fall due")
+    ap.add_argument("--tick", type=float, default=1.0, help="ticker interval (GRIDFLOW_TICK_S)")
+    ap.add_argument("--pg", metavar="ADMIN_URL", help="PostgreSQL (a fresh database is made)")
+    args = ap.parse_args()
+    due_count = min(args.open, int(args.rate * args.seconds))
+
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    vhost(name, create=True)
+    amqp = f"amqp://guest:guest@127.0.0.1:5672/{name}"
+    tmp = Path(tempfile.mkdtemp(prefix="gridflow-bench-"))
+    url = pg_database(args.pg, name, create=True) if args.pg else None
+    db_url = service_database_url("escalation", url, tmp)
+    proc = None
+    try:
+        engine = escalation_engine(db_url)
+        lead = 12.0 + args.open / 20_000  # time to seed, then to start the service
+        first_due = datetime.now(UTC) + timedelta(seconds=lead)
+        say(f"seeding {args.open:,} open cases ({2 * args.open:,} clocks) into "
+            f"{'PostgreSQL' if url else 'SQLite'}; {due_count:,} report-in clocks fall due "
+            f"over {args.seconds:.0f} s from {lead:.0f} s on …")
+        t0 = time.perf_counter()
+        seed(engine, due_count, first_due, timedelta(seconds=1 / args.rate))
+        if args.open > due_count:
+            seed(engine, args.open - due_count, first_due + timedelta(days=3),
+                 timedelta(seconds=1), start=due_count)
+        engine.dispose()
+        say(f"seeded in {time.perf_counter() - t0:.1f} s")
+
+        conn = pika.BlockingConnection(pika.URLParameters(amqp))
+        ch = conn.channel()
+        ch.exchange_declare("gridflow.events", "topic", durable=True,
+                            arguments={"alternate-exchange": "gridflow.unrouted"})
+        ch.exchange_declare("gridflow.unrouted", "fanout", durable=True)
+        q = ch.queue_declare("", exclusive=True).method.queue
+        ch.queue_bind(q, "gridflow.events", "case.escalated")
+
+        env = {**os.environ, "AMQP_URI": amqp, "GRIDFLOW_VAR_DIR": str(tmp),
+               "GRIDFLOW_TICK_S": str(args.tick), "GRIDFLOW_LOG_LEVEL": "WARNING",
+               "GRIDFLOW_ESCALATION_HTTP_ADDRESS": "127.0.0.1:0"}
+        if url:
+            env["DATABASE_URL"] = url
+        proc = subprocess.Popen([sys.executable, "-m", "gridflow.run_service", "escalation"],
+                                cwd=ROOT, env=env, stderr=subprocess.PIPE)
+        say(f"escalation started (tick {args.tick} s); timing case.escalated …")
+        lags: list[float] = []
+        deadline = time.monotonic() + lead + args.seconds + 60
+        for method, _props, body in ch.consume(q, auto_ack=True, inactivity_timeout=1):
+            now = datetime.now(UTC)
+            if method is not None:
+                missed = json.loads(body)["data"]["missed"]
+                due = max(datetime.fromisoformat(m["due_at"]) for m in missed)
+                lags.append((now - due).total_seconds())
+                if len(lags) % max(1, due_count // 5) == 0:
+                    say(f"  {len(lags):,}/{due_count:,} escalated")
+            if len(lags) >= due_count or time.monotonic() > deadline:
+                break
+            if proc.poll() is not None:
+                say("escalation exited:\n" + proc.stderr.read().decode()[-2000:])
+                return 1
+        conn.close()
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        vhost(name, create=False)
+        if url:
+            pg_database(args.pg, name, create=False)
+
+    print()
+    print(f"open cases {args.open:,} ({2 * args.open:,} clock rows), "
+          f"{'PostgreSQL' if url else 'SQLite'}, tick {args.tick} s, "
+          f"{args.rate:.0f} clocks/s falling due")
+    if not lags:
+        print("no escalation arrived")
+        return 1
+    print(f"escalated {len(lags):,}/{due_count:,}; lag due → case.escalated (s): "
+          f"p50 {pct(lags, 50):.3f}  p95 {pct(lags, 95):.3f}  p99 {pct(lags, 99):.3f}  "
+          f"max {max(lags):.3f}")
+    return 0 if len(lags) == due_count else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
