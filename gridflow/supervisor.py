@@ -132,6 +132,8 @@ def wait_http(url: str, timeout: float, say: Any) -> bool:
 
 
 def banner(http: str, amqp_uri: str, var_dir: Path, departments: list[str]) -> str:
+    from shared.config import http_address
+
     base = f"http://{http}"
     example = (
         f"curl -s -X POST {base}/api/v1/reports -H 'content-type: application/json' -d "
@@ -147,12 +149,15 @@ def banner(http: str, amqp_uri: str, var_dir: Path, departments: list[str]) -> s
             f"  categories      {base}/api/v1/categories",
             f"  grid tree       {base}/api/v1/grids?depth=2",
             f"  cases           {base}/api/v1/cases",
+            f"  ledger (督办)    {base}/api/v1/supervision  (CSV: {base}/api/v1/supervision.csv)",
+            f"  escalation      http://{http_address('escalation')}/health  (clock auditor)",
             "  RabbitMQ UI     http://127.0.0.1:15672/  (guest / guest)",
             f"  broker          {amqp_uri.split('@')[-1]}",
             f"  logs            {var_dir / 'log'}/<service>.log",
             "",
             "Try it (in another terminal):",
             "  .venv/bin/gridflow subscribe --department fire",
+            "  .venv/bin/gridflow subscribe --tier community     # what 社区 is told",
             f"  {example}",
             "",
             f"Departments: {', '.join(departments)}",

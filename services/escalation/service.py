@@ -82,7 +82,7 @@ class EscalationService:
         self._handle(events, "escalation.on_extension", "on_extension")
 
     # -- the clock -------------------------------------------------------------------------
-    @ticker("GRIDFLOW_TICK_S", default=1.0)
+    @ticker("GRIDFLOW_TICK_S", default=0.25)
     def tick(self) -> int:
         """Fire every clock that is due now; returns how many clocks fired."""
         now = self.clock.now()

@@ -77,7 +77,7 @@ def main() -> int:
     ap.add_argument("--open", type=int, default=100_000, help="open cases (default 100,000)")
     ap.add_argument("--rate", type=float, default=100.0, help="clocks falling due per second")
     ap.add_argument("--seconds", type=float, default=30.0, help="how long clocks fall due")
-    ap.add_argument("--tick", type=float, default=1.0, help="ticker interval (GRIDFLOW_TICK_S)")
+    ap.add_argument("--tick", type=float, default=0.25, help="ticker interval (GRIDFLOW_TICK_S)")
     ap.add_argument("--pg", metavar="ADMIN_URL", help="PostgreSQL (a fresh database is made)")
     args = ap.parse_args()
     due_count = min(args.open, int(args.rate * args.seconds))
