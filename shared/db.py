@@ -123,7 +123,7 @@ class SchemaMismatch(RuntimeError):
     """The database holds tables of an older gridflow that lack columns this one needs."""
 
 
-def create_tables(engine: Engine, metadata: MetaData, schema: str | None = None) -> None:
+def create_tables(engine: Engine, metadata: MetaData) -> None:
     """Create missing tables, then check that existing ones have every column we map.
 
     gridflow has no migrations yet: a table from an older version fails the start with a
@@ -131,7 +131,7 @@ def create_tables(engine: Engine, metadata: MetaData, schema: str | None = None)
     """
     metadata.create_all(engine)
     inspector = inspect(engine)
-    where = schema if engine.dialect.name == "postgresql" else None
+    where = (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
     for table in metadata.sorted_tables:
         have = {c["name"] for c in inspector.get_columns(table.name, schema=where)}
         missing = [c.name for c in table.columns if c.name not in have]

@@ -356,29 +356,26 @@ class DispatchAssigned(_Tolerant):
     links = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
 
 
-class DispatchEscalated(_Tolerant):
+class _Notice(_Tolerant):
+    """A public message for a department or a grid node, about a case."""
+
     department = fields.String(load_default=None, allow_none=True)  # for a department
     recipient = fields.Nested(RecipientSchema, required=True)
+    case = fields.Nested(CaseSummarySchema, load_default=None, allow_none=True)
+    links = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+
+
+class DispatchEscalated(_Notice):
     escalation = fields.Nested(CaseEscalated, required=True)
-    case = fields.Nested(CaseSummarySchema, load_default=None, allow_none=True)
-    links = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
 
 
-class DispatchReminded(_Tolerant):
-    department = fields.String(load_default=None, allow_none=True)  # for a department
-    recipient = fields.Nested(RecipientSchema, required=True)
+class DispatchReminded(_Notice):
     reminder = fields.Nested(CaseReminded, required=True)
-    case = fields.Nested(CaseSummarySchema, load_default=None, allow_none=True)
-    links = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
 
 
-class DispatchWhistled(_Tolerant):
-    department = fields.String(load_default=None, allow_none=True)  # for a department
-    recipient = fields.Nested(RecipientSchema, required=True)
+class DispatchWhistled(_Notice):
     whistle = fields.Nested(WhistleInfoSchema, required=True)
     departments = fields.List(fields.String(), required=True)
-    case = fields.Nested(CaseSummarySchema, load_default=None, allow_none=True)
-    links = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
 
 
 @dataclass(frozen=True)

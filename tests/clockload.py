@@ -40,7 +40,7 @@ DEPARTMENT = "sanitation"
 def escalation_engine(url: str) -> Engine:
     """The escalation service's database (its own schema on PostgreSQL), tables created."""
     engine = make_engine(url, schema="escalation")
-    create_tables(engine, Base.metadata, schema="escalation")
+    create_tables(engine, Base.metadata)
     return engine
 
 

@@ -110,3 +110,19 @@ def message_json(msg: Any) -> dict[str, Any]:
 def queue_depth(amqp_uri: str, queue: str) -> int:
     with kombu.Connection(amqp_uri) as conn:
         return conn.channel().queue_declare(queue, passive=True).message_count
+
+
+def saw(event_type: str) -> Callable[[Any, Any, Any], bool]:
+    """An ``entrypoint_waiter`` callback: done once a worker handled an event of this type."""
+
+    def callback(worker_ctx: Any, result: Any, exc_info: Any) -> bool:
+        return exc_info is None and any(e.type == event_type for e in worker_ctx.args[0])
+
+    return callback
+
+
+def case_view(api: Any, case_id: str) -> dict[str, Any]:
+    """GET a case from intake's API; it must exist."""
+    r = api.get(f"/api/v1/cases/{case_id}")
+    assert r.status_code == 200, r.text
+    return r.json()

@@ -60,7 +60,7 @@ class Store(DependencyProvider):
         settings = Settings.from_config(self.container.config, name)
         url = service_database_url(name, settings.database_url, settings.var_dir)
         self.engine = make_engine(url, schema=name)
-        create_tables(self.engine, self.metadata, schema=name)
+        create_tables(self.engine, self.metadata)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.settings = settings
 

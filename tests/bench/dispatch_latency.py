@@ -30,7 +30,9 @@ import pika.exceptions
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
+
+from common import pct, vhost  # noqa: E402
 
 from gridflow import SERVICES  # noqa: E402
 
@@ -48,25 +50,6 @@ def body(tag: str) -> dict:
     }
 
 
-def vhost(api: str, name: str, create: bool) -> None:
-    url = f"{api}/api/vhosts/{name}"
-    if create:
-        requests.put(url, auth=("guest", "guest"), timeout=10).raise_for_status()
-        requests.put(
-            f"{api}/api/permissions/{name}/guest",
-            auth=("guest", "guest"),
-            json={"configure": ".*", "write": ".*", "read": ".*"},
-            timeout=10,
-        ).raise_for_status()
-    else:
-        requests.delete(url, auth=("guest", "guest"), timeout=10)
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=200, help="reports per phase (default 200)")
@@ -77,7 +60,7 @@ def main() -> int:
     args = ap.parse_args()
 
     name = f"bench_{uuid.uuid4().hex[:8]}"
-    vhost(args.rabbit_api, name, create=True)
+    vhost(name, create=True, api=args.rabbit_api)
     amqp = f"amqp://guest:guest@127.0.0.1:5672/{name}"
     api = API.format(port=args.port)
     tmp = Path(tempfile.mkdtemp(prefix="gridflow-bench-"))
@@ -183,7 +166,7 @@ def main() -> int:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
-        vhost(args.rabbit_api, name, create=False)
+        vhost(name, create=False, api=args.rabbit_api)
 
 
 if __name__ == "__main__":

@@ -26,32 +26,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pika
-import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]
 
 from clockload import escalation_engine, seed  # noqa: E402
+from common import pct, vhost  # noqa: E402
 
 from shared.db import service_database_url  # noqa: E402
-
-RABBIT_API = "http://127.0.0.1:15672"
 
 
 def say(text_: str) -> None:
     print(f"[bench] {text_}", flush=True)
-
-
-def vhost(name: str, create: bool) -> None:
-    url, auth = f"{RABBIT_API}/api/vhosts/{name}", ("guest", "guest")
-    if not create:
-        requests.delete(url, auth=auth, timeout=10)
-        return
-    requests.put(url, auth=auth, timeout=10).raise_for_status()
-    requests.put(f"{RABBIT_API}/api/permissions/{name}/guest", auth=auth, timeout=10,
-                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
 
 
 def pg_database(admin_url: str, name: str, create: bool) -> str:
@@ -65,11 +53,6 @@ def pg_database(admin_url: str, name: str, create: bool) -> str:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
     admin.dispose()
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main() -> int:

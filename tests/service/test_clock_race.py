@@ -46,7 +46,8 @@ def test_two_instances_fire_every_due_clock_exactly_once(
 
     claimed = [r["claimed"] for r in results]
     assert sum(claimed) == COUNT, claimed
-    assert min(claimed) > 0, f"one instance did all the work: {claimed}"
+    if database_url:  # SKIP LOCKED shares the work; SQLite's one writer may starve the other
+        assert min(claimed) > 0, f"one instance did all the work: {claimed}"
     with engine.connect() as conn:
         fired = dict(conn.execute(select(Clock.fired, func.count()).where(
             Clock.kind == "report_in").group_by(Clock.fired)).all())

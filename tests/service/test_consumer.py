@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import amqp
@@ -33,6 +34,7 @@ from shared.db import make_engine, service_database_url
 from shared.events import Event, make_event
 from shared.extensions.consumer import EventQueueConsumer, PoisonEvent, event_handler
 from shared.extensions.store import Store
+from shared.reference import load_reference
 from shared.unit_of_work import messaging_tables
 from support import DEMO_CELL, get_messages, queue_depth, wait_for
 
@@ -189,6 +191,10 @@ def reported(n: int) -> Event:
     )
 
 
+_REF = load_reference(Path(__file__).resolve().parents[2] / "deploy" / "demo")
+POLICY = _REF.policy.snapshot(_REF.catalogue.get("E0101"), "normal", _REF.grid)
+
+
 def routed(n: int) -> Event:
     ev = reported(n)
     return make_event(
@@ -205,6 +211,7 @@ def routed(n: int) -> Event:
                     "resolve_due": NOW,
                 }
             ],
+            "policy": POLICY,
             "routed_at": NOW,
         },
         producer="routing",

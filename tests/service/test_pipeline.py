@@ -13,7 +13,7 @@ from services.intake.service import IntakeService
 from services.notify.service import NotifyService
 from services.routing.service import RoutingService
 from shared.clock import FakeClock
-from support import get_messages, message_json, report, wait_for
+from support import case_view, get_messages, message_json, report, saw, wait_for
 
 ALL = (IntakeService, RoutingService, EscalationService, NotifyService)
 
@@ -28,23 +28,8 @@ def system(run_services: Any, clock: FakeClock) -> dict:
     return run_services(*ALL, clock=clock)
 
 
-def _saw(event_type: str) -> Any:
-    """An entrypoint_waiter callback: done once a worker handled an event of this type."""
-
-    def callback(worker_ctx: Any, result: Any, exc_info: Any) -> bool:
-        return exc_info is None and any(e.type == event_type for e in worker_ctx.args[0])
-
-    return callback
-
-
-def _case(api: Any, case_id: str) -> dict[str, Any]:
-    r = api.get(f"/api/v1/cases/{case_id}")
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
 def _dispatched(api: Any, case_id: str) -> dict[str, Any] | None:
-    case = _case(api, case_id)
+    case = case_view(api, case_id)
     return case if case["state"] == "dispatched" else None
 
 
@@ -102,7 +87,7 @@ def test_ack_and_resolve_move_the_case_and_its_timeline(
 
     clock.advance(timedelta(hours=1))
     with entrypoint_waiter(
-        system["escalation"], "on_stopped", callback=_saw("assignment.resolved")
+        system["escalation"], "on_stopped", callback=saw("assignment.resolved")
     ):
         r = api.post(
             f"{base}/sanitation/resolve",
@@ -112,7 +97,7 @@ def test_ack_and_resolve_move_the_case_and_its_timeline(
     case = r.json()
     assert case["state"] == "resolved"
     assert case["assignments"][0]["media_urls"] == ["https://img.example/after.jpg"]
-    kinds = [t["kind"] for t in _case(api, case_id)["timeline"]]
+    kinds = [t["kind"] for t in case_view(api, case_id)["timeline"]]
     assert kinds == [
         "reported",
         "routed",
@@ -145,7 +130,7 @@ def test_missed_report_in_escalates_one_tier_and_tells_the_departments(
         assert tick() == 0  # a clock fires once
 
     def escalated() -> dict | None:
-        case = _case(api, case_id)
+        case = case_view(api, case_id)
         return case if case["escalations"] == 1 else None
 
     case = wait_for(escalated, what="escalation reaches intake")

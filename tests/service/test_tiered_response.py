@@ -19,7 +19,7 @@ from services.intake.service import IntakeService
 from services.notify.service import NotifyService
 from services.routing.service import RoutingService
 from shared.clock import FakeClock
-from support import get_messages, message_json, report, start_services, wait_for
+from support import case_view, get_messages, message_json, report, saw, start_services, wait_for
 
 ALL = (IntakeService, RoutingService, EscalationService, NotifyService)
 COMMUNITY = {"name": "胡涛", "tier": "community", "code": "511802001001"}  # 桐梓林社区
@@ -37,14 +37,8 @@ def system(run_services: Any, clock: FakeClock) -> dict:
     return run_services(*ALL, clock=clock)
 
 
-def _case(api: Any, case_id: str) -> dict[str, Any]:
-    r = api.get(f"/api/v1/cases/{case_id}")
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
 def _until(api: Any, case_id: str, ok: Callable[[dict[str, Any]], bool], what: str) -> dict:
-    return wait_for(lambda: (lambda c: c if ok(c) else None)(_case(api, case_id)), what=what)
+    return wait_for(lambda: (lambda c: c if ok(c) else None)(case_view(api, case_id)), what=what)
 
 
 def _assignment(case: dict[str, Any], department: str) -> dict[str, Any]:
@@ -55,7 +49,7 @@ def _kinds(case: dict[str, Any]) -> list[str]:
     return [t["kind"] for t in case["timeline"]]
 
 
-def _new_case(api: Any, report_id: str, category: str = "E0101", **extra: Any) -> str:
+def _newcase_view(api: Any, report_id: str, category: str = "E0101", **extra: Any) -> str:
     r = api.post("/api/v1/reports", json=report(report_id, category, **extra))
     assert r.status_code == 201, r.text
     case_id = r.json()["case_id"]
@@ -68,16 +62,9 @@ def _tick(system: dict) -> int:
         return tick()
 
 
-def _saw(event_type: str) -> Any:
-    def callback(worker_ctx: Any, result: Any, exc_info: Any) -> bool:
-        return exc_info is None and any(e.type == event_type for e in worker_ctx.args[0])
-
-    return callback
-
-
 def _act(system: dict, api: Any, url: str, body: dict, event_type: str, method: str) -> dict:
     """POST an action and wait until escalation has handled the event it causes."""
-    with entrypoint_waiter(system["escalation"], method, callback=_saw(event_type)):
+    with entrypoint_waiter(system["escalation"], method, callback=saw(event_type)):
         r = api.post(url, json=body)
         assert r.status_code == 200, r.text
     return r.json()
@@ -112,7 +99,7 @@ def test_whistle_summons_departments_who_get_a_dispatch_and_a_report_in_clock(
     system: dict, api: Any, rabbit_config: dict, clock: FakeClock
 ) -> None:
     amqp = rabbit_config["AMQP_URI"]
-    case_id = _new_case(api, "w-1")  # 暴露垃圾: sanitation alone, at the compound
+    case_id = _newcase_view(api, "w-1")  # 暴露垃圾: sanitation alone, at the compound
     _drain(amqp, "dispatch.sanitation")
     base = f"/api/v1/cases/{case_id}"
     _ack(system, api, case_id, "sanitation")
@@ -158,7 +145,7 @@ def test_hard_whistle_puts_the_case_under_the_district_leadership(
     system: dict, api: Any, rabbit_config: dict
 ) -> None:
     amqp = rabbit_config["AMQP_URI"]
-    case_id = _new_case(api, "w-2")
+    case_id = _newcase_view(api, "w-2")
     r = api.post(f"/api/v1/cases/{case_id}/whistle", json={
         "level": "hard", "departments": ["housing"], "by": STREET})
     assert r.status_code == 202, r.text
@@ -192,12 +179,12 @@ def test_hard_whistle_puts_the_case_under_the_district_leadership(
 def test_a_whistle_from_the_wrong_place_or_malformed_is_refused_and_leaves_no_trace(
     system: dict, api: Any, body: dict, status: int, field: str
 ) -> None:
-    case_id = _new_case(api, "w-3")
-    before = _case(api, case_id)
+    case_id = _newcase_view(api, "w-3")
+    before = case_view(api, case_id)
     r = api.post(f"/api/v1/cases/{case_id}/whistle", json=body)
     assert r.status_code == status, r.text
     assert field in r.json()["errors"]
-    assert _case(api, case_id)["timeline"] == before["timeline"]
+    assert case_view(api, case_id)["timeline"] == before["timeline"]
 
 
 # -- pause (缓办) and extension (延期) ------------------------------------------------------------
@@ -206,7 +193,7 @@ def test_a_whistle_from_the_wrong_place_or_malformed_is_refused_and_leaves_no_tr
 def test_a_pause_stops_counting_and_resume_gives_back_the_working_time_left(
     system: dict, api: Any, clock: FakeClock
 ) -> None:
-    case_id = _new_case(api, "p-1")  # resolve 4 working hours from Mon 09:00: Mon 15:00
+    case_id = _newcase_view(api, "p-1")  # resolve 4 working hours from Mon 09:00: Mon 15:00
     base = f"/api/v1/cases/{case_id}/assignments/sanitation"
     clock.advance(timedelta(minutes=10))
     _ack(system, api, case_id, "sanitation")
@@ -241,7 +228,7 @@ def test_a_pause_stops_counting_and_resume_gives_back_the_working_time_left(
 def test_an_extension_is_decided_by_the_tier_above_and_closes_the_supervision_item(
     system: dict, api: Any, clock: FakeClock
 ) -> None:
-    case_id = _new_case(api, "x-1")
+    case_id = _newcase_view(api, "x-1")
     base = f"/api/v1/cases/{case_id}"
     _ack(system, api, case_id, "sanitation")
     clock.advance(timedelta(hours=6, minutes=1))  # Mon 15:01: the resolve deadline passed
@@ -289,7 +276,7 @@ def test_an_extension_is_decided_by_the_tier_above_and_closes_the_supervision_it
 def test_rework_reopens_a_resolved_case_and_restarts_its_clocks(
     system: dict, api: Any, clock: FakeClock
 ) -> None:
-    case_id = _new_case(api, "rw-1")
+    case_id = _newcase_view(api, "rw-1")
     base = f"/api/v1/cases/{case_id}/assignments/sanitation"
     _ack(system, api, case_id, "sanitation")
     assert api.post(f"{base}/reopen", json={"by": COMPOUND, "reason": "x"}).status_code == 409
@@ -312,7 +299,7 @@ def test_the_ledger_follows_an_item_up_the_policy_and_exports_csv(
     system: dict, api: Any, rabbit_config: dict, clock: FakeClock
 ) -> None:
     amqp = rabbit_config["AMQP_URI"]
-    case_id = _new_case(api, "l-1")
+    case_id = _newcase_view(api, "l-1")
     for _ in range(3):  # compound → area → community, then the community repeats once
         clock.advance(timedelta(minutes=31))
         assert _tick(system) == 1
@@ -357,7 +344,7 @@ def test_the_auditor_reports_clocks_that_should_have_fired(
     system: dict, api: Any, clock: FakeClock
 ) -> None:
     health = f"http://{system['escalation'].config['WEB_SERVER_ADDRESS']}/health"
-    _new_case(api, "a-1")
+    _newcase_view(api, "a-1")
     assert requests.get(health, timeout=5).json()["status"] == "ok"
     clock.advance(timedelta(minutes=45))  # due at 30 min, the margin is 60 s: not fired
     r = requests.get(health, timeout=5)
@@ -372,7 +359,7 @@ def test_a_restarted_escalation_fires_what_fell_due_while_it_was_down_once(
     system: dict, api: Any, clock: FakeClock, container_factory: Any,
     service_config: dict,
 ) -> None:
-    case_id = _new_case(api, "c-1", "E0402")  # fire, police, urban_mgmt: 3 report-in clocks
+    case_id = _newcase_view(api, "c-1", "E0402")  # fire, police, urban_mgmt: 3 report-in clocks
     system["escalation"].stop()
     clock.advance(timedelta(hours=2))  # all three fell due while escalation was down
     again = start_services(container_factory, service_config, EscalationService, clock=clock)
