@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -341,7 +342,7 @@ def test_the_ledger_follows_an_item_up_the_policy_and_exports_csv(
 
 
 def test_the_auditor_reports_clocks_that_should_have_fired(
-    system: dict, api: Any, clock: FakeClock
+    system: dict, api: Any, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     health = f"http://{system['escalation'].config['WEB_SERVER_ADDRESS']}/health"
     _newcase_view(api, "a-1")
@@ -351,6 +352,10 @@ def test_the_auditor_reports_clocks_that_should_have_fired(
     assert r.status_code == 503
     assert (r.json()["status"], r.json()["overdue_unfired"]) == ("lagging", 1)
     assert r.json()["worst_lag_s"] == 15 * 60
+    with caplog.at_level(logging.WARNING, logger="services.escalation.service"), \
+            entrypoint_hook(system["escalation"], "audit") as audit:
+        assert audit()["overdue_unfired"] == 1
+    assert any(r.message == "clocks overdue and not fired" for r in caplog.records)
     _tick(system)
     assert requests.get(health, timeout=5).status_code == 200
 
