@@ -18,6 +18,8 @@ from shared.grid import CANONICAL_LEVELS
 _DEPT_CODE = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
 FAMILIES = {"component": "部件", "event": "事件"}
 STARTING_TIERS = tuple(t for t in CANONICAL_LEVELS if t != "building")
+DEFAULT_DUPLICATE_RADIUS_M = 100.0
+DEFAULT_DUPLICATE_WINDOW_H = 24.0
 
 
 class CatalogueError(ValueError):
@@ -47,10 +49,19 @@ class Category:
     report_in: Duration
     resolve: Duration
     name_en: str = ""
+    alternates: tuple[str, ...] = ()  # who takes a returned assignment (退单), in order
+    reopen_on_complaint: bool = True  # an unsatisfied rating reopens the case
+    duplicate_radius_m: float = DEFAULT_DUPLICATE_RADIUS_M
+    duplicate_window_h: float = DEFAULT_DUPLICATE_WINDOW_H
 
     @property
     def departments(self) -> tuple[str, ...]:
         return (self.lead, *self.assist)
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """Every department that may hold an assignment of this category, in order."""
+        return (*self.departments, *self.alternates)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +74,10 @@ class Category:
             "lead": self.lead,
             "assist": list(self.assist),
             "tier": self.tier,
+            "alternates": list(self.alternates),
+            "reopen_on_complaint": self.reopen_on_complaint,
+            "duplicates": {"radius_m": self.duplicate_radius_m,
+                           "window_h": self.duplicate_window_h},
             "deadlines": {
                 "report_in": self.report_in.as_dict(),
                 "resolve": self.resolve.as_dict(),
@@ -124,8 +139,9 @@ def _category(
     departments: Mapping[str, Department],
 ) -> Category:
     code = str(m["code"])
-    if not isinstance(m.get("assist", []), list):
-        raise CatalogueError(f"category {code}: assist must be a list of department codes")
+    for key in ("assist", "alternates"):
+        if not isinstance(m.get(key, []), list):
+            raise CatalogueError(f"category {code}: {key} must be a list of department codes")
     try:
         cat = Category(
             code=code,
@@ -139,10 +155,20 @@ def _category(
             tier=str(m["tier"]),
             report_in=Duration.parse(str(m["report_in"])),
             resolve=Duration.parse(str(m["resolve"])),
+            alternates=tuple(str(a) for a in m.get("alternates", ())),
+            reopen_on_complaint=bool(m.get("reopen_on_complaint", True)),
+            duplicate_radius_m=float(m.get("duplicate_radius_m", DEFAULT_DUPLICATE_RADIUS_M)),
+            duplicate_window_h=float(m.get("duplicate_window_h", DEFAULT_DUPLICATE_WINDOW_H)),
         )
     except (KeyError, ValueError) as exc:
         raise CatalogueError(f"category {code}: {exc}") from exc
-    for dept in cat.departments:
+    if cat.duplicate_radius_m < 0 or cat.duplicate_window_h < 0:
+        raise CatalogueError(f"category {code}: duplicate radius and window must be >= 0")
+    if set(cat.alternates) & set(cat.departments) or len(set(cat.alternates)) < len(
+        cat.alternates
+    ):
+        raise CatalogueError(f"category {code}: alternates repeat a department")
+    for dept in cat.candidates:
         if dept not in departments:
             raise CatalogueError(f"category {code}: unknown department {dept!r}")
     if cat.lead in cat.assist:

@@ -55,6 +55,8 @@ class Settings:
     relay_batch: int
     max_attempts: int
     poll_interval_s: float
+    rating_window_days: float  # how long a reporter may rate a closed case
+    follow_up_days: float  # when the follow-up visit (回访) after closing is due
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], service: str | None = None) -> Settings:
@@ -75,4 +77,6 @@ class Settings:
             relay_batch=int(setting(config, "GRIDFLOW_RELAY_BATCH", 500)),
             max_attempts=int(setting(config, "GRIDFLOW_MAX_ATTEMPTS", 6)),
             poll_interval_s=float(setting(config, "GRIDFLOW_POLL_INTERVAL_S", 1.0)),
+            rating_window_days=float(setting(config, "GRIDFLOW_RATING_WINDOW_DAYS", 7)),
+            follow_up_days=float(setting(config, "GRIDFLOW_FOLLOW_UP_DAYS", 3)),
         )

@@ -30,6 +30,11 @@ from shared.policy import SEVERITIES, TARGETS, WHISTLE_LEVELS
 
 REPORTER_KINDS = ("grid_worker", "resident", "hotline", "app", "department", "other")
 ROLES = ("lead", "assist", "summoned")
+# Why a department refuses an assignment (退单).
+RETURN_REASONS = ("not_our_responsibility", "wrong_location", "duplicate",
+                  "needs_other_department", "cannot_handle", "other")
+TASK_KINDS = ("verification", "follow_up")
+ADDED_REASONS = ("whistle", "assist", "reroute", "manual")
 TIERS = tuple(t for t in CANONICAL_LEVELS if t != "building")
 CLOCK_KINDS = ("report_in", "resolve")
 MAX_DESCRIPTION = 2000
@@ -55,6 +60,8 @@ class ReporterSchema(_Tolerant):
     id = fields.String(load_default="", validate=validate.Length(max=64))
     name = fields.String(load_default="", validate=validate.Length(max=64))
     phone = fields.String(load_default="", validate=validate.Length(max=32))
+    # where the reporter's app wants feedback (反馈) pushed; SMS goes to the phone
+    webhook_url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"})
 
 
 class OwnerSchema(_Tolerant):
@@ -235,19 +242,25 @@ class CaseWhistled(_Tolerant):
 
 
 class AssignmentsAdded(_Tolerant):
-    """Departments summoned to a case after its routing (吹哨: a whistle summons them).
+    """Departments added to a case after its routing.
 
-    ``assignments`` are the new ones; ``already`` the summoned departments that were on the
-    case already (they are told, and keep their clocks). ``raise_to`` is the tier a hard
-    case moves to (the district's leadership)."""
+    ``reason`` says why: ``whistle`` (吹哨 summons them: ``level``, ``by`` and ``whistler``
+    are given; ``raise_to`` is where a hard case goes), ``assist`` (协同: the lead or the tier
+    owner asked for help), ``reroute`` (a department returned its assignment and the next
+    candidate takes it: ``replaces``), ``manual`` (an operator dispatched by hand).
+    ``assignments`` are the new ones; ``already`` named departments that were on the case
+    already (they are told, and keep their clocks)."""
 
-    reason = fields.String(required=True, validate=validate.OneOf(("whistle",)))
-    level = fields.String(required=True, validate=validate.OneOf(WHISTLE_LEVELS))
-    by = fields.Nested(OperatorSchema, required=True)
+    reason = fields.String(required=True, validate=validate.OneOf(ADDED_REASONS))
+    level = fields.String(load_default=None, allow_none=True,
+                          validate=validate.OneOf(WHISTLE_LEVELS))
+    by = fields.Nested(OperatorSchema, load_default=None, allow_none=True)
+    requested_by = fields.String(load_default="", validate=validate.Length(max=100))
     note = fields.String(load_default="", validate=_TEXT)
     assignments = fields.List(fields.Nested(AssignmentSchema), required=True)
     already = fields.List(fields.String(validate=_CODE), load_default=list)
-    whistler = fields.Nested(TierSchema, required=True)  # the node that blew the whistle
+    replaces = fields.String(load_default=None, allow_none=True, validate=_CODE)
+    whistler = fields.Nested(TierSchema, load_default=None, allow_none=True)
     raise_to = fields.Nested(TierSchema, load_default=None, allow_none=True)
     case = fields.Nested(CaseSummarySchema, required=True)
     added_at = fields.AwareDateTime(required=True)
@@ -255,7 +268,136 @@ class AssignmentsAdded(_Tolerant):
     @validates_schema
     def _someone(self, data: dict[str, Any], **_: Any) -> None:
         if not data.get("assignments") and not data.get("already"):
-            raise ValidationError("a whistle summons at least one department")
+            raise ValidationError("at least one department is added or named")
+        if data.get("reason") == "whistle":
+            missing = [k for k in ("level", "by", "whistler") if not data.get(k)]
+            if missing:
+                raise ValidationError(f"a whistle gives {', '.join(missing)}")
+
+
+class AssignmentRequested(_Tolerant):
+    """协同 or manual dispatch: a department is asked onto the case (routing plans it)."""
+
+    department = fields.String(required=True, validate=_CODE)
+    role = fields.String(required=True, validate=validate.OneOf(("lead", "assist")))
+    kind = fields.String(required=True, validate=validate.OneOf(("assist", "manual")))
+    requested_by = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    note = fields.String(load_default="", validate=_TEXT)
+    at = fields.AwareDateTime(required=True)
+
+
+class AssignmentReturned(_Tolerant):
+    """退单: a department refused its assignment, with a reason code."""
+
+    department = fields.String(required=True, validate=_CODE)
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    reason_code = fields.String(required=True, validate=validate.OneOf(RETURN_REASONS))
+    note = fields.String(load_default="", validate=_TEXT)
+    actor = fields.String(load_default="")
+    at = fields.AwareDateTime(required=True)
+
+
+class CaseNeedsDispatch(_Tolerant):
+    """No candidate is left for a returned assignment: the tier owner dispatches by hand."""
+
+    returned = fields.Nested(AssignmentReturned, required=True)
+    tier = fields.Nested(TierSchema, required=True)
+    reason = fields.String(required=True, validate=_TEXT)
+    case = fields.Nested(CaseSummarySchema, required=True)
+    at = fields.AwareDateTime(required=True)
+
+
+class AssignmentProgressed(_Tolerant):
+    """进展: a department reports how the work goes."""
+
+    department = fields.String(required=True, validate=_CODE)
+    note = fields.String(required=True, validate=validate.Length(min=1, max=MAX_DESCRIPTION))
+    media_urls = fields.List(fields.Url(), load_default=list,
+                             validate=validate.Length(max=MAX_MEDIA))
+    actor = fields.String(load_default="")
+    at = fields.AwareDateTime(required=True)
+
+
+class TaskSchema(_Tolerant):
+    id = fields.Integer(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(TASK_KINDS))
+    assignee = fields.Nested(TierSchema, required=True)  # the cell and its grid worker
+    due_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    note = fields.String(load_default="", validate=_TEXT)
+
+
+class TaskCreated(_Tolerant):
+    """A grid worker has a task on the case: verify on site (核查), or call back (回访)."""
+
+    task = fields.Nested(TaskSchema, required=True)
+    case = fields.Nested(CaseSummarySchema, required=True)
+    at = fields.AwareDateTime(required=True)
+
+
+class CaseVerified(_Tolerant):
+    """核查: the grid worker checked the work on site."""
+
+    passed = fields.Boolean(required=True)
+    by = fields.Nested(OperatorSchema, required=True)
+    note = fields.String(load_default="", validate=_TEXT)
+    media_urls = fields.List(fields.Url(), load_default=list,
+                             validate=validate.Length(max=MAX_MEDIA))
+    rework = fields.List(fields.String(validate=_CODE), load_default=list)
+    at = fields.AwareDateTime(required=True)
+
+
+class CaseClosed(_Tolerant):
+    """结案: verified on site; the reporter may rate it, a follow-up visit is due later."""
+
+    closed_at = fields.AwareDateTime(required=True)
+    rate_until = fields.AwareDateTime(required=True)
+    follow_up_at = fields.AwareDateTime(required=True)
+    grid_code = fields.String(required=True, validate=validate.Length(equal=15))
+
+
+class CaseReopened(_Tolerant):
+    """返工 of a closed or resolved case: why, and which departments work again."""
+
+    cause = fields.String(required=True,
+                          validate=validate.OneOf(("verification", "rating", "operator")))
+    reason = fields.String(required=True, validate=_TEXT)
+    departments = fields.List(fields.String(validate=_CODE), required=True,
+                              validate=validate.Length(min=1))
+    at = fields.AwareDateTime(required=True)
+
+
+class CaseRated(_Tolerant):
+    """评议打分: the reporter's satisfaction."""
+
+    score = fields.Integer(required=True, validate=validate.Range(1, 5))
+    fixed = fields.Boolean(load_default=None, allow_none=True)
+    comment = fields.String(load_default="", validate=_TEXT)
+    reopens = fields.Boolean(required=True)
+    at = fields.AwareDateTime(required=True)
+
+
+class FollowUpDue(_Tolerant):
+    """escalation's follow-up clock for a closed case fell due (回访)."""
+
+    due_at = fields.AwareDateTime(required=True)
+    grid_code = fields.String(required=True, validate=validate.Length(equal=15))
+
+
+class ReporterAttached(_Tolerant):
+    """A duplicate report's reporter now follows this case and gets its feedback."""
+
+    reporter = fields.Nested(ReporterSchema, required=True)
+    report_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    duplicate_case_id = fields.String(required=True, validate=_CODE)
+    at = fields.AwareDateTime(required=True)
+
+
+class ReporterDetached(_Tolerant):
+    """An operator un-linked a duplicate: its reporter follows its own case again."""
+
+    reporter = fields.Nested(ReporterSchema, required=True)
+    duplicate_case_id = fields.String(required=True, validate=_CODE)
+    at = fields.AwareDateTime(required=True)
 
 
 class AssignmentDispatched(_Tolerant):
@@ -378,6 +520,25 @@ class DispatchWhistled(_Notice):
     departments = fields.List(fields.String(), required=True)
 
 
+class DispatchProgress(_Notice):
+    """进展 of another department on a case the recipient leads."""
+
+    progress = fields.Nested(AssignmentProgressed, required=True)
+
+
+class DispatchTask(_Notice):
+    """A grid worker's task: verify on site (核查) or call the reporter back (回访)."""
+
+    task = fields.Nested(TaskSchema, required=True)
+
+
+class DispatchNeedsDispatch(_Notice):
+    """A returned assignment found no candidate: the tier owner dispatches by hand."""
+
+    returned = fields.Nested(AssignmentReturned, required=True)
+    reason = fields.String(required=True)
+
+
 @dataclass(frozen=True)
 class EventSpec:
     name: str
@@ -426,6 +587,26 @@ INTERNAL = _specs(
     EventSpec("supervision.closed", 1, SupervisionChanged,
               "supervised items were closed (reported in, resolved, extended)"),
     EventSpec("case.resolved", 1, CaseResolved, "every assignment of the case is resolved"),
+    EventSpec("assignment.requested", 1, AssignmentRequested,
+              "a department is asked onto the case: 协同 by the lead or tier, or by hand"),
+    EventSpec("assignment.returned", 1, AssignmentReturned,
+              "a department refused its assignment (退单) with a reason code"),
+    EventSpec("case.needs_dispatch", 1, CaseNeedsDispatch,
+              "no candidate is left for a returned assignment: dispatch by hand"),
+    EventSpec("assignment.progressed", 1, AssignmentProgressed,
+              "a department reported progress (进展) with a note and media"),
+    EventSpec("task.created", 1, TaskCreated,
+              "a grid worker has a verification (核查) or follow-up (回访) task"),
+    EventSpec("case.verified", 1, CaseVerified, "the grid worker checked the work on site"),
+    EventSpec("case.closed", 1, CaseClosed, "the case passed verification and is closed"),
+    EventSpec("case.reopened", 1, CaseReopened,
+              "a resolved or closed case is worked again (返工)"),
+    EventSpec("case.rated", 1, CaseRated, "the reporter rated the result (评议)"),
+    EventSpec("followup.due", 1, FollowUpDue, "a closed case's follow-up visit is due (回访)"),
+    EventSpec("reporter.attached", 1, ReporterAttached,
+              "a duplicate report's reporter follows this case"),
+    EventSpec("reporter.detached", 1, ReporterDetached,
+              "an un-linked duplicate's reporter no longer follows this case"),
 )
 # To departments and grid tiers, on exchange gridflow.dispatch.
 PUBLIC = _specs(
@@ -434,6 +615,12 @@ PUBLIC = _specs(
               "a case the recipient works on or supervises moved a tier up"),
     EventSpec("case.reminded", 1, DispatchReminded,
               "a deadline the recipient answers for was missed and repeated"),
+    EventSpec("case.progress", 1, DispatchProgress,
+              "another department reported progress on a case the recipient leads"),
+    EventSpec("task.assigned", 1, DispatchTask,
+              "a grid worker's verification or follow-up task"),
+    EventSpec("case.needs_dispatch", 1, DispatchNeedsDispatch,
+              "a returned assignment found no candidate; the tier owner dispatches by hand"),
     EventSpec("case.whistled", 1, DispatchWhistled,
               "a whistle summoned departments on a case under the recipient's tier"),
 )

@@ -37,6 +37,8 @@ from shared.policy import step_duration
 REPORT_IN = "report_in"
 RESOLVE = "resolve"
 KINDS = (REPORT_IN, RESOLVE)
+FOLLOW_UP = "follow_up"  # a closed case's follow-up visit (回访): fires once, no policy
+FOLLOW_UP_DEPARTMENT = ""
 
 RUNNING = "running"
 STOPPED = "stopped"
@@ -50,6 +52,7 @@ EXHAUST = "exhaust"
 STOPS: dict[str, tuple[str, ...]] = {
     "assignment.acknowledged": (REPORT_IN,),
     "assignment.resolved": (REPORT_IN, RESOLVE),
+    "assignment.returned": (REPORT_IN, RESOLVE),
 }
 REASONS = {REPORT_IN: "report_in_missed", RESOLVE: "resolve_missed"}
 
@@ -211,11 +214,13 @@ CLOSES: dict[str, tuple[str, ...]] = {
     "assignment.acknowledged": (REPORT_IN,),
     "assignment.resolved": (REPORT_IN, RESOLVE),
     "extension.approved": (RESOLVE,),
+    "assignment.returned": (REPORT_IN, RESOLVE),
 }
 CLOSE_REASONS = {
     "assignment.acknowledged": "reported in",
     "assignment.resolved": "resolved",
     "extension.approved": "extension approved",
+    "assignment.returned": "returned (退单)",
 }
 
 

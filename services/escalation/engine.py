@@ -136,9 +136,13 @@ class Engine:
             row.due_at, row.working = rules.restart_plan(kind, case.policy, self.ref.calendar,
                                                          ev.data["at"])
             row.step, row.repeats, row.state, row.remaining_s = 0, 0, rules.RUNNING, None
+        follow_up = self._clocks_of(tx.session, ev.case_id, rules.FOLLOW_UP_DEPARTMENT)
+        for row in follow_up.values():  # a case worked again is visited after its next close
+            row.state = rules.STOPPED
         tx.session.flush()
         live = tx.session.scalars(select(func.max(Clock.step)).where(
-            Clock.case_id == ev.case_id, Clock.state != rules.STOPPED)).one() or 0
+            Clock.case_id == ev.case_id, Clock.state != rules.STOPPED,
+            Clock.kind != rules.FOLLOW_UP)).one() or 0
         if live < case.step:
             self._move(tx, case, live, now, f"reopened: {ev.data['reason']}")
         self._rescheduled(tx, ev.case_id, ev.data["department"], rows,
@@ -240,12 +244,43 @@ class Engine:
         return list(session.scalars(select(Clock).where(Clock.id.in_(ids))
                                     .order_by(Clock.due_at)))
 
+    def on_closed(self, tx: UnitOfWork, ev: Event, now: datetime) -> None:
+        """A closed case gets its follow-up clock (回访), due when the event says."""
+        case = tx.session.get(CaseRow, ev.case_id)
+        if case is None:
+            raise RetryLater(f"case {ev.case_id} closed before escalation knew it")
+        rows = self._clocks_of(tx.session, ev.case_id, rules.FOLLOW_UP_DEPARTMENT)
+        row = rows.get(rules.FOLLOW_UP)
+        if row is None:
+            row = Clock(case_id=ev.case_id, department=rules.FOLLOW_UP_DEPARTMENT,
+                        kind=rules.FOLLOW_UP, role="")
+            tx.session.add(row)
+        row.due_at, row.state, row.step, row.repeats = ev.data["follow_up_at"], rules.RUNNING, 0, 0
+        row.working = False
+
+    def _fire_follow_ups(self, tx: UnitOfWork, clocks: list[Clock], cases: dict[str, CaseRow],
+                         now: datetime) -> None:
+        for c in clocks:
+            c.state, c.fired = rules.STOPPED, c.fired + 1
+            case = cases.get(c.case_id)
+            grid_code = case.grid_code if case else ""
+            self._emit(tx, "followup.due", c.case_id,
+                       {"due_at": c.due_at, "grid_code": grid_code}, now)
+
     def fire_due(self, tx: UnitOfWork, now: datetime, limit: int) -> tuple[int, int]:
         """Fire one batch of due clocks. Returns (clocks claimed, cases that moved up)."""
         s = tx.session
-        due = self.claim_due(s, now, limit)
-        if not due:
+        claimed = self.claim_due(s, now, limit)
+        if not claimed:
             return 0, 0
+        follow_ups = [c for c in claimed if c.kind == rules.FOLLOW_UP]
+        due = [c for c in claimed if c.kind != rules.FOLLOW_UP]
+        if follow_ups:
+            cases = {r.case_id: r for r in s.scalars(select(CaseRow).where(
+                CaseRow.case_id.in_({c.case_id for c in follow_ups})))}
+            self._fire_follow_ups(tx, follow_ups, cases, now)
+        if not due:
+            return len(claimed), 0
         case_ids = sorted({c.case_id for c in due})
         cases = {r.case_id: r for r in s.scalars(select(CaseRow).where(
             CaseRow.case_id.in_(case_ids)))}
@@ -266,7 +301,7 @@ class Engine:
             if case is None:
                 raise LookupError(f"clocks of case {case_id} fired but the case is unknown")
             moved += self._fire_case(tx, case, by_case[case_id], all_clocks[case_id], items, now)
-        return len(due), moved
+        return len(claimed), moved
 
     def _fire_case(self, tx: UnitOfWork, case: CaseRow, due: list[Clock], clocks: list[Clock],
                    items: dict[tuple[str, str, str], SupervisionItem], now: datetime) -> int:
@@ -308,7 +343,8 @@ class Engine:
                 item.history = [*item.history, entry]
                 item.tier, item.tier_code = owner_tier["tier"], owner_tier["code"]
                 item.owner, item.current_due = owner_tier["owner"], o.due_at
-        live = sorted({c.department for c in clocks if c.state != rules.STOPPED})
+        live = sorted({c.department for c in clocks
+                       if c.state != rules.STOPPED and c.kind != rules.FOLLOW_UP})
         missed = [rules.Missed(c.department, c.kind, d, o.due_at) for c, o, d in outcomes
                   if o.action != rules.EXHAUST]
         exhausted = [rules.Missed(c.department, c.kind, d) for c, o, d in outcomes

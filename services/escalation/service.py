@@ -61,7 +61,7 @@ class EscalationService:
     def on_added(self, events: list[Event]) -> None:
         self._handle(events, "escalation.on_added", "on_added")
 
-    @event_handler("assignment.acknowledged", "assignment.resolved")
+    @event_handler("assignment.acknowledged", "assignment.resolved", "assignment.returned")
     def on_stopped(self, events: list[Event]) -> None:
         self._handle(events, "escalation.on_stopped", "on_stopped")
 
@@ -80,6 +80,10 @@ class EscalationService:
     @event_handler("extension.decided")
     def on_extension(self, events: list[Event]) -> None:
         self._handle(events, "escalation.on_extension", "on_extension")
+
+    @event_handler("case.closed")
+    def on_closed(self, events: list[Event]) -> None:
+        self._handle(events, "escalation.on_closed", "on_closed")
 
     # -- the clock -------------------------------------------------------------------------
     @ticker("GRIDFLOW_TICK_S", default=0.25)

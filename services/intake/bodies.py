@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
 from shared.calendar import Duration
 from shared.events import MAX_DESCRIPTION, MAX_MEDIA, TIERS
 from shared.policy import WHISTLE_LEVELS
+from shared.responses import NOT_BLANK, AckBody, Body, ProgressBody, ResolveBody, ReturnBody
 
 from .cases import CaseState
-from .reports import NOT_BLANK
 from .views import MAX_PER_PAGE
+
+# the department actions' bodies are shared with the AMQP door (shared.responses)
+__all__ = ["AckBody", "ProgressBody", "ResolveBody", "ReturnBody"]
 
 _ACTOR = fields.String(load_default="", validate=validate.Length(max=100))
 _CODES = r"^[0-9]{1,24}\Z"
@@ -31,32 +34,12 @@ def _reason(required: bool = True) -> fields.String:
     return fields.String(load_default="", validate=validate.Length(max=MAX_DESCRIPTION))
 
 
-class Body(Schema):
-    class Meta:
-        unknown = RAISE
-
-
 class OperatorBody(Body):
     """Who acts for a grid tier: their name, the tier, and the code of their node."""
 
     name = fields.String(required=True, validate=[validate.Length(min=1, max=64), NOT_BLANK])
     tier = fields.String(required=True, validate=validate.OneOf(TIERS))
     code = fields.String(required=True, validate=validate.Regexp(_CODES, error="digits only"))
-
-
-class AckBody(Body):
-    actor = _ACTOR
-    note = _reason(required=False)
-
-
-class ResolveBody(Body):
-    actor = _ACTOR
-    note = _reason()
-    media_urls = fields.List(
-        fields.Url(schemes={"http", "https"}),
-        load_default=list,
-        validate=validate.Length(max=MAX_MEDIA),
-    )
 
 
 class PauseBody(Body):
@@ -131,3 +114,54 @@ class SupervisionQuery(Body):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
     per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_PER_PAGE))
     format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv")))
+
+
+class RequestDepartmentBody(Body):
+    """协同 (the lead asks, ``by_department``) or a dispatch by hand (an operator, ``by``)."""
+
+    department = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    role = fields.String(load_default="assist", validate=validate.OneOf(("assist", "lead")))
+    by_department = fields.String(validate=validate.Length(min=1, max=64))
+    by = fields.Nested(OperatorBody)
+    note = _reason(required=False)
+
+    @validates_schema
+    def _one_asker(self, data: dict[str, Any], **_: Any) -> None:
+        if ("by" in data) == ("by_department" in data):
+            raise ValidationError("give by (an operator) or by_department (the lead)", "by")
+
+
+class VerificationBody(Body):
+    passed = fields.Boolean(required=True, truthy={True}, falsy={False})
+    by = fields.Nested(OperatorBody, required=True)
+    note = _reason(required=False)
+    media_urls = fields.List(fields.Url(schemes={"http", "https"}), required=True,
+                             validate=validate.Length(min=1, max=MAX_MEDIA,
+                                                      error="one to 10 photos"))
+    rework = fields.List(fields.String(validate=validate.Length(min=1, max=64)),
+                         load_default=list, validate=validate.Length(max=20))
+
+
+class RatingBody(Body):
+    score = fields.Integer(required=True, strict=True, validate=validate.Range(1, 5))
+    fixed = fields.Boolean(load_default=None, allow_none=True, truthy={True}, falsy={False})
+    comment = _reason(required=False)
+    reporter_id = fields.String(load_default="", validate=validate.Length(max=64))
+
+
+class UnlinkBody(Body):
+    by = fields.Nested(OperatorBody, required=True)
+    reason = _reason()
+
+
+class TaskDoneBody(Body):
+    by = fields.Nested(OperatorBody, required=True)
+    note = _reason(required=False)
+
+
+class TaskQuery(Body):
+    assignee = fields.String(validate=validate.Regexp(_CODES, error="digits only"))
+    state = fields.String(validate=validate.OneOf(("open", "done")))
+    kind = fields.String(validate=validate.OneOf(("verification", "follow_up")))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
+    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_PER_PAGE))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from .loop import ClosedLoop, Task
 from .model import (
     Assignment,
     AssignmentState,
@@ -24,12 +25,12 @@ from .model import (
 from .tiered import Extension, TieredResponse
 
 __all__ = [
-    "Assignment", "AssignmentState", "Case", "CaseState", "Extension", "TimelineEntry",
+    "Assignment", "AssignmentState", "Case", "CaseState", "Extension", "Task", "TimelineEntry",
     "TransitionError",
 ]
 
 
-class Case(TieredResponse):
+class Case(TieredResponse, ClosedLoop):
     def __init__(
         self,
         case_id: str,
@@ -65,6 +66,13 @@ class Case(TieredResponse):
         self.escalations = 0
         self.assignments: list[Assignment] = []
         self.extensions: list[Extension] = []
+        self.tasks: list[Task] = []
+        self.followers: list[dict[str, Any]] = []  # reporters of attached duplicates
+        self.duplicate_of: str | None = None
+        self.awaiting_dispatch = ""  # why the tier owner must dispatch by hand, if so
+        self.closed_at: datetime | None = None
+        self.rate_until: datetime | None = None
+        self.rating: dict[str, Any] | None = None
         self.record(reported_at, "reported", actor=_actor(reporter), reason="report received")
 
     # -- bookkeeping -----------------------------------------------------------------------
@@ -99,9 +107,13 @@ class Case(TieredResponse):
         return next((a for a in self.assignments if a.department == department), None)
 
     def _derive_state(self) -> None:
-        if not self.assignments:
+        if not self.assignments or self.state in CaseState.FINAL:
             return
-        ranks = [a._rank() for a in self.assignments]
+        active = [a for a in self.assignments if a.active]
+        if not active:
+            self.state = CaseState.RETURNED
+            return
+        ranks = [a._rank() for a in active]
         resolved = AssignmentState.ORDER.index(AssignmentState.RESOLVED)
         if min(ranks) == resolved:
             self.state = CaseState.RESOLVED

@@ -10,12 +10,16 @@ from typing import Any
 class CaseState:
     REPORTED = "reported"
     ROUTED = "routed"
+    RETURNED = "returned"  # every department returned it: waiting for a new one
     DISPATCHED = "dispatched"
     ACKNOWLEDGED = "acknowledged"
     IN_PROGRESS = "in_progress"
-    RESOLVED = "resolved"
-    OPEN = (REPORTED, ROUTED, DISPATCHED, ACKNOWLEDGED, IN_PROGRESS)
-    ALL = (*OPEN, RESOLVED)
+    RESOLVED = "resolved"  # every assignment resolved: waiting for verification (核查)
+    CLOSED = "closed"  # verified on site (结案)
+    DUPLICATE = "duplicate"  # linked to an open case; its reporter follows that one
+    OPEN = (REPORTED, ROUTED, RETURNED, DISPATCHED, ACKNOWLEDGED, IN_PROGRESS)
+    ALL = (*OPEN, RESOLVED, CLOSED, DUPLICATE)
+    FINAL = (CLOSED, DUPLICATE)  # not derived from assignments until reopened / un-linked
 
 
 class AssignmentState:
@@ -23,6 +27,7 @@ class AssignmentState:
     DISPATCHED = "dispatched"
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
+    RETURNED = "returned"  # 退单: refused with a reason; no longer counts for the case
     ORDER = (PENDING, DISPATCHED, ACKNOWLEDGED, RESOLVED)
 
 
@@ -68,6 +73,12 @@ class Assignment:
         self.paused_at: datetime | None = None
         self.pause_reason = ""
         self.reworks = 0
+        self.return_code = ""  # why it was returned, when it was
+        self.return_note = ""
+
+    @property
+    def active(self) -> bool:
+        return self.state != AssignmentState.RETURNED
 
     def _rank(self) -> int:
         return AssignmentState.ORDER.index(self.state)

@@ -19,9 +19,9 @@ from shared.events import MAX_DESCRIPTION, MAX_MEDIA, REPORTER_KINDS
 from shared.grid import GridError
 from shared.policy import SEVERITIES
 from shared.reference import ReferenceData
+from shared.responses import NOT_BLANK
 
 FUTURE_SKEW = timedelta(minutes=5)
-NOT_BLANK = validate.Regexp(r"\s*\S", error="must not be blank")
 
 
 class ReporterBody(Schema):
@@ -123,4 +123,29 @@ def summarise(body: dict[str, Any], ref: ReferenceData, now: datetime) -> dict[s
         "media_urls": body["media_urls"],
         "occurred_at": body.get("occurred_at"),
         "reported_at": now,
+    }
+
+
+def summary_of(case: Any, ref: ReferenceData) -> dict[str, Any]:
+    """The case summary events carry, rebuilt from a stored case (an un-linked duplicate
+    is reported again; a task tells the grid worker what the case is)."""
+    cell, building = ref.grid.cell_for_code(case.building_code or case.grid_code)
+    category = ref.catalogue.get(case.category)
+    return {
+        "category": case.category,
+        "category_name": category.name if category else "",
+        "severity": case.severity,
+        "description": case.description,
+        "location": {
+            "grid_code": cell.code,
+            "grid_name": cell.name,
+            "building_code": building.code if building else None,
+            "path": [n.name for n in (building or cell).path()],
+            "lat": case.lat,
+            "lng": case.lng,
+        },
+        "reporter": case.reporter,
+        "media_urls": case.media_urls,
+        "occurred_at": case.occurred_at,
+        "reported_at": case.reported_at,
     }

@@ -7,9 +7,11 @@ A thin shell: request schemas and resolution live in ``reports``, the case rules
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import eventlet
+from nameko.dependency_providers import Config
 from nameko.rpc import RpcProxy
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -26,7 +28,6 @@ from shared.extensions.http import (
     Unavailable,
     json_http,
     read_json,
-    request_body,
 )
 from shared.extensions.store import Store
 from shared.failures import PoisonEvent, RetryLater
@@ -34,10 +35,15 @@ from shared.grid import LEVEL_NAMES_ZH
 from shared.unit_of_work import UnitOfWork
 
 from . import bodies, reports, views
+from .access import load, load_many, optional_json
 from .cases import Case, CaseState, Extension, TransitionError
+from .duplicates import Candidate, nearest, place_of
+from .loop import _who
+from .loop_api import LoopApi
 from .store import Base, Inbox, Outbox, Report, cases
 
 RPC_TIMEOUT_S = 10.0
+DUPLICATE_SCAN = 500  # recent open cases of a category looked at for a duplicate
 CSV_PAGE = 100  # ledger rows per RPC call when exporting
 
 # What each event from the pipeline does to the case read model.
@@ -46,7 +52,8 @@ PIPELINE: dict[str, Callable[[Case, dict[str, Any]], None]] = {
     "assignment.dispatched": lambda c, d: c.dispatched(
         d["department"], d["dispatched_at"], d["routing_key"], d["message_id"]
     ),
-    "assignments.added": lambda c, d: c.summoned(d, d["added_at"]),
+    "assignments.added": lambda c, d: c.added(d, d["added_at"]),
+    "case.needs_dispatch": lambda c, d: c.needs_dispatch(d, d["at"]),
     "case.escalated": lambda c, d: c.escalated(d, d["escalated_at"]),
     "case.reminded": lambda c, d: c.reminded(d, d["reminded_at"]),
     "case.tier_changed": lambda c, d: c.tier_changed(d, d["at"]),
@@ -56,12 +63,13 @@ PIPELINE: dict[str, Callable[[Case, dict[str, Any]], None]] = {
 }
 
 
-class IntakeService:
+class IntakeService(LoopApi):
     name = "intake"
 
     db = Store(Base.metadata, Outbox, Inbox)
     ref = Reference()
     clock = ClockProvider()
+    config = Config()
     escalation = RpcProxy("escalation")
 
     # -- reports ---------------------------------------------------------------------------
@@ -119,22 +127,82 @@ class IntakeService:
                 severity=summary["severity"],
             )
             s.add(case)
+            original = self._original_of(s, case, now)
+            if original is not None:
+                found, distance = original
+                case.mark_duplicate(found.case_id, distance, now)
+                found.attach(case_id, case.reporter, body["report_id"], now)
+                self._save(tx, found, now)
+            else:
+                tx.emit(make_event("case.reported", case_id,
+                                   {"report_id": body["report_id"], "case": summary},
+                                   producer=self.name, at=now))
             self._save(tx, case, now)
-            tx.emit(
-                make_event(
-                    "case.reported",
-                    case_id,
-                    {"report_id": body["report_id"], "case": summary},
-                    producer=self.name,
-                    at=now,
-                )
-            )
-        return 201, {
+        out = {
             "case_id": case_id,
             "created": True,
-            "state": CaseState.REPORTED,
+            "state": case.state,
             "links": {"self": f"/api/v1/cases/{case_id}"},
         }
+        if case.duplicate_of:
+            out["duplicate_of"] = case.duplicate_of
+        return 201, out
+
+    def _original_of(self, s: Session, case: Case, now: Any) -> tuple[Case, float] | None:
+        """The open case this new one repeats (same category, near, recent), locked."""
+        category = self.ref.catalogue.get(case.category)
+        place = place_of(case.lat, case.lng, case.building_code or case.grid_code,
+                         self.ref.grid)
+        if category is None or place is None or category.duplicate_radius_m <= 0:
+            return None
+        since = now - timedelta(hours=category.duplicate_window_h)
+        rows = s.execute(
+            select(cases.c.case_id, cases.c.lat, cases.c.lng, cases.c.grid_code,
+                   cases.c.building_code)
+            .where(cases.c.category == case.category, cases.c.reported_at >= since,
+                   cases.c.state.in_((*CaseState.OPEN, CaseState.RESOLVED)),
+                   cases.c.case_id != case.case_id)
+            .order_by(cases.c.reported_at.desc()).limit(DUPLICATE_SCAN)
+        ).all()
+        candidates = []
+        for r in rows:
+            p = place_of(r.lat, r.lng, r.building_code or r.grid_code, self.ref.grid)
+            if p is not None:
+                candidates.append(Candidate(r.case_id, *p))
+        hit = nearest(place, candidates, category.duplicate_radius_m)
+        if hit is None:
+            return None
+        found = load(s, hit[0].case_id, for_update=True)
+        return (found, hit[1]) if found is not None else None
+
+    @json_http("POST", "/api/v1/cases/<case_id>/unlink")
+    def unlink(self, request: Request, case_id: str) -> dict[str, Any]:
+        """Not a duplicate after all: the case is routed on its own, and its reporter no
+        longer follows the other case."""
+        body = bodies.UnlinkBody().load(read_json(request))
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            s = tx.session
+            original_id = s.scalar(select(cases.c.duplicate_of).where(cases.c.case_id == case_id))
+            loaded = load_many(s, {case_id, *([original_id] if original_id else [])})
+            case = loaded.get(case_id)
+            if case is None:
+                raise NotFound({"case_id": [f"no case {case_id}"]})
+            actor = _who(body["by"])
+            try:
+                case._check_node(body["by"], self._node_code(case, body["by"]["tier"]))
+                case.unlink(actor=actor, reason=body["reason"], at=now)
+                if original_id in loaded:
+                    loaded[original_id].detach(case_id, now, actor)
+                    self._save(tx, loaded[original_id], now)
+            except TransitionError as exc:
+                raise Conflict({"state": [str(exc)]}) from exc
+            report_id = s.scalar(select(Report.report_id).where(Report.case_id == case_id))
+            tx.emit(make_event("case.reported", case_id,
+                               {"report_id": report_id, "case": reports.summary_of(case, self.ref)},
+                               producer=self.name, at=now))
+            self._save(tx, case, now)
+            return views.case_view(case, views.timeline_of(s, case_id))
 
     # -- what patrol apps build their forms from -------------------------------------------
     @json_http("GET", "/api/v1/categories")
@@ -164,7 +232,7 @@ class IntakeService:
     @json_http("GET", "/api/v1/cases/<case_id>")
     def get_case(self, request: Request, case_id: str) -> dict[str, Any]:
         with self.db.read() as s:
-            case = _load(s, case_id)
+            case = load(s, case_id)
             if case is None:
                 raise NotFound({"case_id": [f"no case {case_id}"]})
             return views.case_view(case, views.timeline_of(s, case_id))
@@ -185,7 +253,7 @@ class IntakeService:
     # -- departments act -------------------------------------------------------------------
     @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/ack")
     def ack(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
-        body = bodies.AckBody().load(_optional_json(request))
+        body = bodies.AckBody().load(optional_json(request))
         return self._act(
             case_id,
             lambda c, now: c.acknowledge(
@@ -216,7 +284,7 @@ class IntakeService:
 
     @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/resume")
     def resume(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
-        body = bodies.ResumeBody().load(_optional_json(request))
+        body = bodies.ResumeBody().load(optional_json(request))
         return self._act(case_id, lambda c, now: c.resume(
             department, actor=body["actor"], at=now))
 
@@ -319,7 +387,7 @@ class IntakeService:
     def _act(self, case_id: str, action: Callable[[Case, Any], Any]) -> dict[str, Any]:
         now = self.clock.now()
         with self.db.transaction() as tx:
-            case = _load(tx.session, case_id, for_update=True)
+            case = load(tx.session, case_id, for_update=True)
             if case is None:
                 raise NotFound({"case_id": [f"no case {case_id}"]})
             try:
@@ -330,12 +398,28 @@ class IntakeService:
             return views.case_view(case, views.timeline_of(tx.session, case_id))
 
     def _save(self, tx: UnitOfWork, case: Case, now: Any) -> None:
-        """Add what the case recorded to the transaction: timeline entries and events."""
+        """Add what the case recorded to the transaction: timeline entries and events. A
+        case that is resolved gets its verification task (核查) for the cell's grid worker."""
+        if case.state == CaseState.RESOLVED and case.task("verification") is None:
+            case.open_task("verification", self._cell_of(case), now)
+        new_tasks = [t for t in case.tasks if getattr(t, "_pk", None) is None]
+        if new_tasks:
+            tx.session.flush()  # their ids
+            summary = reports.summary_of(case, self.ref)
+            for t in new_tasks:
+                case.pending_events.append(("task.created", {
+                    "task": {"id": t.id, "kind": t.kind, "assignee": t.assignee,
+                             "due_at": t.due_at}, "case": summary, "at": now}))
         tx.session.add_all(case.new_entries)
         case.new_entries.clear()
         for type_, data in case.pending_events:
             tx.emit(make_event(type_, case.case_id, data, producer=self.name, at=now))
         case.pending_events.clear()
+
+    def _cell_of(self, case: Case) -> dict[str, Any]:
+        """The case's cell and its grid worker, as a task's assignee."""
+        cell, _ = self.ref.grid.cell_for_code(case.grid_code)
+        return self.ref.grid.tier_info(cell, cell.level)
 
     @json_http("GET", "/health")
     def health(self, request: Request) -> dict[str, Any]:
@@ -344,36 +428,21 @@ class IntakeService:
         return {"status": "ok", "service": self.name, "open_cases": open_cases}
 
     # -- the pipeline tells intake what happened -------------------------------------------
-    @event_handler(*PIPELINE)
+    @event_handler(*PIPELINE, "followup.due")
     def on_pipeline(self, events: list[Event]) -> None:
         now = self.clock.now()
         with self.db.transaction() as tx:
             fresh = tx.fresh(events, "intake.on_pipeline")
-            loaded = _load_many(tx.session, {ev.case_id for ev in fresh})
+            loaded = load_many(tx.session, {ev.case_id for ev in fresh})
             for ev in fresh:
                 case = loaded.get(ev.case_id)
                 if case is None:
                     raise PoisonEvent(f"{ev.type} for unknown case {ev.case_id}")
                 try:
-                    PIPELINE[ev.type](case, ev.data)
+                    if ev.type == "followup.due":
+                        case.follow_up_due(self._cell_of(case), ev.data["due_at"])
+                    else:
+                        PIPELINE[ev.type](case, ev.data)
                 except TransitionError as exc:  # e.g. dispatched overtook a retried routed
                     raise RetryLater(f"{ev.type}: {exc}") from exc
                 self._save(tx, case, now)
-
-
-def _load(session: Session, case_id: str, *, for_update: bool = False) -> Case | None:
-    return _load_many(session, {case_id}, for_update=for_update).get(case_id)
-
-
-def _load_many(session: Session, case_ids: set[str], *, for_update: bool = True) -> dict[str, Case]:
-    """Cases with their assignments, locked for the transaction when ``for_update``."""
-    if not case_ids:
-        return {}
-    q = select(Case).where(cases.c.case_id.in_(case_ids)).order_by(cases.c.case_id)
-    if for_update:  # in case id order, so that concurrent batches cannot deadlock
-        q = q.with_for_update(of=cases)
-    return {c.case_id: c for c in session.scalars(q)}
-
-
-def _optional_json(request: Request) -> dict[str, Any]:
-    return read_json(request) if request_body(request) else {}

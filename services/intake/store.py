@@ -23,7 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from shared.db import IdType, JsonColumn, UTCDateTime
 from shared.unit_of_work import messaging_tables
 
-from .cases import Assignment, Case, Extension, TimelineEntry
+from .cases import Assignment, Case, Extension, Task, TimelineEntry
 
 
 class Base(DeclarativeBase):
@@ -67,9 +67,16 @@ cases = Table(
     Column("tier", String(16)),
     Column("tier_code", String(32)),
     Column("escalations", Integer, nullable=False, default=0),
+    Column("followers", JsonColumn, nullable=False, default=list),
+    Column("duplicate_of", String(64)),
+    Column("awaiting_dispatch", Text, nullable=False, default=""),
+    Column("closed_at", UTCDateTime()),
+    Column("rate_until", UTCDateTime()),
+    Column("rating", JsonColumn),
     Index("ix_cases_state", "state"),
     Index("ix_cases_grid", "grid_code"),
     Index("ix_cases_reported", "reported_at"),
+    Index("ix_cases_duplicates", "category", "reported_at"),
 )
 
 assignments = Table(
@@ -90,6 +97,8 @@ assignments = Table(
     Column("paused_at", UTCDateTime()),
     Column("pause_reason", Text, nullable=False, default=""),
     Column("reworks", Integer, nullable=False, default=0),
+    Column("return_code", String(32), nullable=False, default=""),
+    Column("return_note", Text, nullable=False, default=""),
     UniqueConstraint("case_pk", "department", name="uq_assignment"),
     Index("ix_assignments_department", "department", "state"),
 )
@@ -125,6 +134,25 @@ extensions = Table(
     Index("ix_extensions_case", "case_pk"),
 )
 
+tasks = Table(
+    "tasks",
+    Base.metadata,
+    Column("pk", IdType, primary_key=True, autoincrement=True),
+    Column("case_pk", ForeignKey("cases.pk", ondelete="CASCADE"), nullable=False),
+    Column("case_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("assignee_code", String(32), nullable=False),
+    Column("assignee", JsonColumn, nullable=False),
+    Column("state", String(8), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("due_at", UTCDateTime()),
+    Column("done_at", UTCDateTime()),
+    Column("result", JsonColumn, nullable=False, default=dict),
+    Index("ix_tasks_assignee", "assignee_code", "state"),
+    Index("ix_tasks_case", "case_pk"),
+)
+
+Base.registry.map_imperatively(Task, tasks, properties={"_pk": tasks.c.pk})
 Base.registry.map_imperatively(Extension, extensions, properties={"_pk": extensions.c.pk})
 Base.registry.map_imperatively(Assignment, assignments, properties={"_pk": assignments.c.pk})
 Base.registry.map_imperatively(TimelineEntry, timeline, properties={"_pk": timeline.c.pk})
@@ -138,6 +166,9 @@ Base.registry.map_imperatively(
         ),
         "extensions": relationship(
             Extension, order_by=extensions.c.pk, cascade="all, delete-orphan", lazy="selectin"
+        ),
+        "tasks": relationship(
+            Task, order_by=tasks.c.pk, cascade="all, delete-orphan", lazy="selectin"
         ),
     },
 )

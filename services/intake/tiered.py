@@ -71,6 +71,8 @@ class TieredResponse:
         def _own_assignment(self, department: str) -> Assignment: ...
         def _derive_state(self) -> None: ...
         def _require_open(self) -> None: ...
+        def _reopen_for(self, departments: list[str], cause: str, reason: str, actor: str,
+                        at: datetime) -> None: ...
         @property
         def pending_events(self) -> list[tuple[str, dict[str, Any]]]: ...
 
@@ -146,12 +148,19 @@ class TieredResponse:
         if self.tier is not None and _above(self.tier, by["tier"]):
             raise TransitionError(f"rework is ordered at the case's tier ({self.tier}) or above")
         self._check_node(by, node_code)
-        was_resolved = self.state == "resolved"
+        if self.state in ("resolved", "closed"):
+            self._reopen_for([department], "operator", reason, _who(by), at)
+        else:
+            self._rework(department, reason, _who(by), at)
+
+    def _rework(self, department: str, reason: str, actor: str, at: datetime) -> None:
+        """The assignment goes back to work: report in again, clocks restart (返工)."""
+        a = self.assignment(department)
+        assert a is not None
         a.state, a.resolved_at, a.acknowledged_at = AssignmentState.DISPATCHED, None, None
         a.reworks = (a.reworks or 0) + 1
-        self.record(at, "reopened", actor=_who(by), reason=f"{department} reworks: {reason}",
-                    data={"department": department, "reworks": a.reworks,
-                          "case_was_resolved": was_resolved})
+        self.record(at, "reopened", actor=actor, reason=f"{department} reworks: {reason}",
+                    data={"department": department, "reworks": a.reworks})
         self.pending_events.append(("assignment.reopened", {
             "department": department, "reason": reason, "at": at,
         }))
@@ -186,21 +195,6 @@ class TieredResponse:
         }))
 
     # -- what escalation reports -----------------------------------------------------------
-    def summoned(self, data: dict[str, Any], at: datetime) -> None:
-        """Departments a whistle summoned join the case (role ``summoned``)."""
-        for a in data["assignments"]:
-            if self.assignment(a["department"]) is None:
-                self.assignments.append(
-                    Assignment(a["department"], a["role"], a["report_in_due"], a["resolve_due"])
-                )
-        names = [a["department"] for a in data["assignments"]]
-        self.record(at, "summoned", actor="routing",
-                    reason=f"{data['level']} whistle: {', '.join(names) or 'nobody new'} summoned"
-                    + (f"; {', '.join(data['already'])} already on the case"
-                       if data["already"] else ""),
-                    data=plain({k: data[k] for k in ("assignments", "already", "raise_to")}))
-        self._derive_state()
-
     def escalated(self, data: dict[str, Any], at: datetime) -> None:
         self.tier, self.tier_code = data["to_tier"]["tier"], data["to_tier"]["code"]
         self.escalations += 1

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 
-from .cases import Assignment, Case, Extension, TimelineEntry
+from .cases import Assignment, Case, CaseState, Extension, Task, TimelineEntry
 from .store import assignments, cases, timeline
 
 MAX_PER_PAGE = 100
@@ -34,6 +34,22 @@ def assignment_view(a: Assignment) -> dict[str, Any]:
         "media_urls": a.media_urls,
         "paused": {"since": _iso(a.paused_at), "reason": a.pause_reason} if a.paused_at else None,
         "reworks": a.reworks or 0,
+        "returned": {"reason_code": a.return_code, "note": a.return_note}
+        if a.state == "returned" else None,
+    }
+
+
+def task_view(t: Task) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "case_id": t.case_id,
+        "kind": t.kind,
+        "state": t.state,
+        "assignee": t.assignee,
+        "created_at": _iso(t.created_at),
+        "due_at": _iso(t.due_at),
+        "done_at": _iso(t.done_at),
+        "result": t.result,
     }
 
 
@@ -70,7 +86,9 @@ def case_summary_view(c: Case) -> dict[str, Any]:
         "reported_at": _iso(c.reported_at),
         "updated_at": _iso(c.updated_at),
         "escalations": c.escalations,
-        "departments": [a.department for a in c.assignments],
+        "departments": [a.department for a in c.assignments if a.active],
+        "duplicate_of": c.duplicate_of,
+        "awaiting_dispatch": c.awaiting_dispatch or None,
     }
 
 
@@ -96,7 +114,50 @@ def case_view(c: Case, history: list[TimelineEntry]) -> dict[str, Any]:
         "occurred_at": _iso(c.occurred_at),
         "assignments": [assignment_view(a) for a in c.assignments],
         "extensions": [extension_view(e) for e in c.extensions],
+        "tasks": [task_view(t) for t in c.tasks],
+        "followers": c.followers,
+        "closed_at": _iso(c.closed_at),
+        "rate_until": _iso(c.rate_until),
+        "rating": c.rating,
         "timeline": [timeline_view(t) for t in history],
+    }
+
+
+# Open311-style status notes for the public (no personal data leaves through here).
+STATUS_NOTES = {
+    CaseState.REPORTED: "已登记，正在分派 (registered, being sorted)",
+    CaseState.ROUTED: "已分派至责任部门 (assigned to the responsible department)",
+    CaseState.RETURNED: "重新分派中 (being re-assigned)",
+    CaseState.DISPATCHED: "已派单，等待部门报到 (dispatched, waiting for the department)",
+    CaseState.ACKNOWLEDGED: "部门已报到，正在处置 (the department is on it)",
+    CaseState.IN_PROGRESS: "部分部门已处置完毕 (partly done)",
+    CaseState.RESOLVED: "处置完毕，待网格员核查 (done, to be checked on site)",
+    CaseState.CLOSED: "已核查办结 (checked on site and closed)",
+    CaseState.DUPLICATE: "与已有案件合并 (merged with an earlier report)",
+}
+
+
+def public_view(c: Case, agency: str, service_name: str) -> dict[str, Any]:
+    """What anyone may see of a case (Open311 GeoReport v2 fields): status open or closed
+    with notes, never the reporter."""
+    lead = c.lead()
+    return {
+        "service_request_id": c.case_id,
+        "status": "closed" if c.state in CaseState.FINAL else "open",
+        "status_notes": STATUS_NOTES[c.state]
+        + (f"; 见 {c.duplicate_of}" if c.duplicate_of else ""),
+        "service_code": c.category,
+        "service_name": service_name,
+        "description": c.description,
+        "agency_responsible": agency,
+        "requested_datetime": _iso(c.reported_at),
+        "updated_datetime": _iso(c.updated_at),
+        "expected_datetime": _iso(lead.resolve_due) if lead and c.state in CaseState.OPEN
+        else None,
+        "address_id": c.grid_code,
+        "lat": c.lat,
+        "long": c.lng,
+        "media_url": c.media_urls[0] if c.media_urls else None,
     }
 
 

@@ -7,6 +7,10 @@ its policy (chosen by category and severity) says how it climbs, and is snapshot
 
 A whistle (吹哨) summons departments onto a routed case: each new one gets a ``summoned``
 assignment with the whistle's report-in and resolve deadlines from the case's snapshot.
+A department asked to assist (协同) or dispatched by hand gets the first step's deadlines.
+A returned assignment (退单) goes to the next candidate of the category (lead, assisting
+departments, then ``alternates``) that has not been on the case; when none is left, the
+case waits for its tier owner to dispatch by hand.
 """
 
 from __future__ import annotations
@@ -138,4 +142,53 @@ def summon(
         "raise_to": grid.tier_info(cell, grid.normalise_tier(raise_to)) if raise_to else None,
         "case": case,
         "added_at": at,
+    }
+
+
+def _first_step(snapshot: Mapping[str, Any]) -> tuple[Duration, Duration]:
+    first = snapshot["steps"][0]
+    return Duration.parse(first["report_in"]), Duration.parse(first["resolve"])
+
+
+def requested(
+    request: Mapping[str, Any], *, case: dict[str, Any], snapshot: Mapping[str, Any],
+    calendar: WorkCalendar, at: datetime,
+) -> dict[str, Any]:
+    """The ``assignments.added`` payload for 协同 (``assist``) or a manual dispatch."""
+    report_in, resolve = _first_step(snapshot)
+    plans = plan_assignments([(request["department"], request["role"])], report_in, resolve,
+                             calendar, at)
+    return {
+        "reason": request["kind"], "requested_by": request["requested_by"],
+        "note": request.get("note", ""), "assignments": [a.as_dict() for a in plans],
+        "case": case, "added_at": at,
+    }
+
+
+def reroute(
+    returned: Mapping[str, Any], *, catalogue: Catalogue, case: dict[str, Any],
+    ever_on_case: Iterable[str], snapshot: Mapping[str, Any],
+    start_tier: Mapping[str, Any], calendar: WorkCalendar, at: datetime,
+) -> tuple[str, dict[str, Any]]:
+    """Where a returned assignment goes: ``("assignments.added", payload)`` for the next
+    candidate, or ``("case.needs_dispatch", payload)`` for the tier owner."""
+    category = catalogue.get(case["category"])
+    tried = set(ever_on_case)
+    nxt = next((d for d in (category.candidates if category else ()) if d not in tried), None)
+    if nxt is None:
+        reason = (f"{returned['department']} returned it ({returned['reason_code']}) and no "
+                  "other department of the catalogue is left: dispatch by hand")
+        return "case.needs_dispatch", {
+            "returned": dict(returned), "tier": dict(start_tier), "reason": reason,
+            "case": case, "at": at,
+        }
+    role = "assist" if returned["role"] == "summoned" else returned["role"]
+    report_in, resolve = _first_step(snapshot)
+    plans = plan_assignments([(nxt, role)], report_in, resolve, calendar, at)
+    return "assignments.added", {
+        "reason": "reroute", "requested_by": "routing",
+        "note": f"{returned['department']} returned it: {returned['reason_code']}"
+        + (f" ({returned['note']})" if returned.get("note") else ""),
+        "assignments": [a.as_dict() for a in plans], "replaces": returned["department"],
+        "case": case, "added_at": at,
     }

@@ -3,6 +3,9 @@ assignments.added. A thin shell over ``rules``."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from shared.events import CaseSummarySchema, Event, make_event
 from shared.extensions.consumer import event_handler
 from shared.extensions.context import ClockProvider, Reference
@@ -51,9 +54,7 @@ class RoutingService:
         now = self.clock.now()
         with self.db.transaction() as tx:
             for ev in tx.fresh(events, "routing.on_whistled"):
-                decision = tx.session.get(Decision, ev.case_id)
-                if decision is None:  # the whistle overtook the report's routing
-                    raise RetryLater(f"case {ev.case_id} is not routed yet")
+                decision = self._decision(tx, ev)
                 ref = self.ref
                 try:
                     added = rules.summon(
@@ -63,8 +64,50 @@ class RoutingService:
                     )
                 except rules.Unroutable as exc:
                     raise PoisonEvent(str(exc)) from exc
-                decision.departments = [
-                    *decision.departments, *(a["department"] for a in added["assignments"])
-                ]
-                tx.emit(make_event("assignments.added", ev.case_id, added, producer=self.name,
-                                   at=now))
+                self._add(tx, decision, "assignments.added", added, now)
+
+    @event_handler("assignment.requested")
+    def on_requested(self, events: list[Event]) -> None:
+        """协同 or manual dispatch: plan the department's assignment."""
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            for ev in tx.fresh(events, "routing.on_requested"):
+                decision = self._decision(tx, ev)
+                added = rules.requested(ev.data, case=_SUMMARY.load(decision.summary),
+                                        snapshot=decision.policy, calendar=self.ref.calendar,
+                                        at=now)
+                self._add(tx, decision, "assignments.added", added, now)
+
+    @event_handler("assignment.returned")
+    def on_returned(self, events: list[Event]) -> None:
+        """退单: the next candidate takes the assignment, or the tier owner dispatches."""
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            for ev in tx.fresh(events, "routing.on_returned"):
+                decision = self._decision(tx, ev)
+                type_, payload = rules.reroute(
+                    ev.data, catalogue=self.ref.catalogue,
+                    case=_SUMMARY.load(decision.summary), ever_on_case=decision.departments,
+                    snapshot=decision.policy,
+                    start_tier={"tier": decision.tier, "code": decision.tier_code,
+                                **self._node(decision)},
+                    calendar=self.ref.calendar, at=now,
+                )
+                self._add(tx, decision, type_, payload, now)
+
+    def _decision(self, tx: Any, ev: Event) -> Decision:
+        decision = tx.session.get(Decision, ev.case_id)
+        if decision is None:  # overtook the report's routing
+            raise RetryLater(f"case {ev.case_id} is not routed yet")
+        return decision
+
+    def _node(self, decision: Decision) -> dict[str, Any]:
+        node = self.ref.grid.get(decision.tier_code)
+        return {"name": node.name, "owner": node.owner.as_dict()} if node else {}
+
+    def _add(self, tx: Any, decision: Decision, type_: str, payload: dict[str, Any],
+             now: datetime) -> None:
+        new = [a["department"] for a in payload.get("assignments", [])]
+        decision.departments = [*decision.departments,
+                                *(d for d in new if d not in decision.departments)]
+        tx.emit(make_event(type_, decision.case_id, payload, producer=self.name, at=now))

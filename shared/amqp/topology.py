@@ -8,6 +8,9 @@ exchange ``gridflow.dispatch`` through ``dispatch.<department>`` (bound to
 ``<queue>.dlq`` through the direct exchange ``gridflow.dlx``; retries wait in
 ``gridflow.retry.<delay>`` queues whose expired messages fall back, by the default
 exchange, into the queue they came from.
+Departments answer (ack, progress, resolve, return) on the topic exchange
+``gridflow.responses`` with routing key ``<department>.<action>``, into the quorum queue
+``gridflow.responses`` that intake consumes.
 Messages nobody is bound for go to an alternate exchange and are kept, never dropped.
 
 Every service declares the whole topology at start (declarations are idempotent), so a
@@ -21,6 +24,8 @@ from dataclasses import dataclass
 
 EVENTS_EXCHANGE = "gridflow.events"
 DISPATCH_EXCHANGE = "gridflow.dispatch"
+RESPONSES_EXCHANGE = "gridflow.responses"  # departments answer: <department>.<action>
+RESPONSES_QUEUE = "gridflow.responses"
 DLX = "gridflow.dlx"
 UNROUTED_EXCHANGE = "gridflow.unrouted"
 UNROUTED_QUEUE = "gridflow.unrouted"
@@ -30,19 +35,22 @@ DELIVERY_LIMIT = 20  # crash-loop guard: a message that kills its consumer this 
 # Which internal events each service consumes. One queue per service keeps a service's
 # events in one stream; handlers are written so their order does not matter.
 SUBSCRIPTIONS: Mapping[str, tuple[str, ...]] = {
-    "routing": ("case.reported", "case.whistled"),
+    "routing": ("case.reported", "case.whistled", "assignment.requested", "assignment.returned"),
     "escalation": (
         "case.routed", "assignments.added", "assignment.acknowledged", "assignment.resolved",
         "assignment.paused", "assignment.resumed", "assignment.reopened", "extension.decided",
+        "assignment.returned", "case.closed",
     ),
     "notify": (
         "case.routed", "assignments.added", "case.escalated", "case.reminded",
-        "case.tier_changed",
+        "case.tier_changed", "case.needs_dispatch", "assignment.progressed", "task.created",
+        "case.resolved", "case.closed", "case.reopened", "reporter.attached",
+        "reporter.detached",
     ),
     "intake": (
         "case.routed", "assignments.added", "assignment.dispatched", "case.escalated",
         "case.reminded", "case.tier_changed", "assignment.rescheduled", "supervision.opened",
-        "supervision.closed",
+        "supervision.closed", "case.needs_dispatch", "followup.due",
     ),
 }
 # The grid tiers that get their own public queue, dispatch.tier.<tier>.
@@ -132,6 +140,7 @@ def queues(departments: Iterable[str]) -> list[QueueSpec]:
         work(dispatch_queue(dept), [(DISPATCH_EXCHANGE, f"{dept}.#")])
     for tier in DISPATCH_TIERS:
         work(tier_queue(tier), [(DISPATCH_EXCHANGE, f"tier.{tier}.#")])
+    work(RESPONSES_QUEUE, [(RESPONSES_EXCHANGE, "#")])
     for delay in RETRY_DELAYS_S:
         specs.append(
             QueueSpec(
@@ -161,6 +170,7 @@ EXCHANGES: tuple[tuple[str, str, Mapping[str, object]], ...] = (
     (UNROUTED_EXCHANGE, "fanout", {}),
     (EVENTS_EXCHANGE, "topic", {"alternate-exchange": UNROUTED_EXCHANGE}),
     (DISPATCH_EXCHANGE, "topic", {"alternate-exchange": UNROUTED_EXCHANGE}),
+    (RESPONSES_EXCHANGE, "topic", {"alternate-exchange": UNROUTED_EXCHANGE}),
     (DLX, "direct", {}),
     *((retry_exchange(d), "fanout", {}) for d in RETRY_DELAYS_S),
 )

@@ -50,6 +50,14 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+Decoder = Callable[[Any], Event]
+
+
+def decode_message(message: Any) -> Event:
+    """A gridflow event from a kombu message (the default decoder)."""
+    return decode_event(message.body)
+
+
 class EventQueueConsumer(QueueConsumer):
     """One kombu consumer per queue; messages go to the handler registered for their type."""
 
@@ -59,6 +67,7 @@ class EventQueueConsumer(QueueConsumer):
         super().__init__()
         self._active: dict[str, dict[str, EventHandler]] = {}  # queue -> type -> handler
         self._known: dict[str, set[str]] = {}  # every type ever registered per queue
+        self._decoders: dict[str, Decoder] = {}  # queue -> how its messages become events
 
     @property
     def prefetch_count(self) -> int:
@@ -72,6 +81,7 @@ class EventQueueConsumer(QueueConsumer):
                 raise ValueError(f"two handlers for {t} on {provider.queue_name}")
             handlers[t] = provider
         self._known.setdefault(provider.queue_name, set()).update(provider.event_types)
+        self._decoders[provider.queue_name] = provider.decoder
 
     def get_consumers(self, consumer_cls: Callable[..., Any], channel: Any) -> Any:
         topo.declare(channel, self.broker.departments)
@@ -103,7 +113,7 @@ class EventQueueConsumer(QueueConsumer):
     # -- messages --------------------------------------------------------------------------
     def _on_message(self, queue_name: str, message: Any) -> None:
         try:
-            event = decode_event(message.body)
+            event = self._decoders.get(queue_name, decode_message)(message)
         except InvalidEvent as exc:
             self.dead_letter(queue_name, message, str(exc))
             return
@@ -206,9 +216,15 @@ class EventHandler(Entrypoint):
 
     queue_consumer = EventQueueConsumer()
 
-    def __init__(self, *event_types: str, queue: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *event_types: str, queue: str | None = None, decoder: Decoder = decode_message,
+        **kwargs: Any,
+    ) -> None:
+        """``queue`` defaults to the service's own; ``decoder`` turns a message of that queue
+        into an Event (raising InvalidEvent), by default a gridflow event."""
         self.event_types = event_types
         self._queue = queue
+        self.decoder = decoder
         self._buffer: list[tuple[Event, Any]] = []
         self._timer: Any = None
         kwargs.setdefault("expected_exceptions", (PoisonEvent, RetryLater, *TRANSIENT_ERRORS))

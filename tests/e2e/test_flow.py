@@ -162,7 +162,7 @@ def test_report_reaches_departments_and_the_loop_closes(
     kinds = [t["kind"] for t in case["timeline"]]
     assert kinds[:2] == ["reported", "routed"]
     assert kinds.count("dispatched") == 3 and kinds.count("acknowledged") == 3
-    assert kinds[-4:] == ["resolved", "resolved", "resolved", "case_resolved"]
+    assert kinds[-5:] == ["resolved", "resolved", "resolved", "case_resolved", "verification_task"]
     times = [t["at"] for t in case["timeline"]]
     assert times == sorted(times)
     time.sleep(0.5)  # any stray second dispatch would have arrived by now

@@ -105,6 +105,7 @@ def test_ack_and_resolve_move_the_case_and_its_timeline(
         "acknowledged",
         "resolved",
         "case_resolved",
+        "verification_task",
     ]
     ack = next(t for t in case["timeline"] if t["kind"] == "acknowledged")
     assert ack["actor"] == "环卫所 王师傅" and ack["at"].startswith("2026-11-23T01:10")
