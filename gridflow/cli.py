@@ -1,4 +1,5 @@
-"""``gridflow``: run the services, subscribe as a department, declare the broker topology."""
+"""``gridflow``: run the services, subscribe and respond as a department, declare the broker
+topology."""
 
 from __future__ import annotations
 
@@ -61,6 +62,24 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the full JSON of each message")
     s.add_argument("--max-messages", type=int, help="exit after this many messages")
 
+    r = sub.add_parser(
+        "respond",
+        help="answer for a department over AMQP: ack, progress, resolve or return",
+        description="Publish a department's answer to gridflow.responses (routing key "
+        "<department>.<action>) with publisher confirms; the body is what the HTTP API takes.",
+    )
+    r.add_argument("action", choices=["ack", "progress", "resolve", "return"])
+    r.add_argument("case_id", help="the case, e.g. 20261123-000042")
+    r.add_argument("--department", required=True, help="your department code, e.g. police")
+    r.add_argument("--note", help="what was done / why (required for progress and resolve)")
+    r.add_argument("--media", nargs="*", metavar="URL", help="photo URLs (progress, resolve)")
+    r.add_argument("--reason-code", help="for return: not_our_responsibility, wrong_location, "
+                   "duplicate, needs_other_department, cannot_handle, other")
+    r.add_argument("--actor", help="who in the department")
+    r.add_argument("--message-id", help="the message id (default: a new UUID); reuse it to "
+                   "retry safely")
+    r.add_argument("--amqp-uri", default=DEFAULT_AMQP, help="broker URL (default $AMQP_URI)")
+
     t = sub.add_parser(
         "topology",
         help="declare every exchange and queue on the broker",
@@ -85,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         from gridflow import department_client
 
         return department_client.main(args)
+    if args.command == "respond":
+        from gridflow import respond
+
+        return respond.main(args)
     if args.command == "topology":
         return _topology(args.amqp_uri)
     return 2

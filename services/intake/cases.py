@@ -72,7 +72,7 @@ class Case(TieredResponse, ClosedLoop):
         self.awaiting_dispatch = ""  # why the tier owner must dispatch by hand, if so
         self.closed_at: datetime | None = None
         self.rate_until: datetime | None = None
-        self.rating: dict[str, Any] | None = None
+        self.ratings: list[dict[str, Any]] = []  # 评议: one per reporter
         self.record(reported_at, "reported", actor=_actor(reporter), reason="report received")
 
     # -- bookkeeping -----------------------------------------------------------------------

@@ -65,7 +65,7 @@ class ClosedLoop:
     awaiting_dispatch: str
     closed_at: datetime | None
     rate_until: datetime | None
-    rating: dict[str, Any] | None
+    ratings: list[dict[str, Any]]
 
     if TYPE_CHECKING:
         def record(self, at: datetime, kind: str, *, actor: str = "", reason: str = "",
@@ -248,22 +248,25 @@ class ClosedLoop:
     # -- rating (评议打分) -------------------------------------------------------------------
     def rate(self, *, score: int, fixed: bool | None, comment: str, reporter_id: str,
              may_reopen: bool, at: datetime) -> bool:
-        """The reporter rates the closed case; returns whether it reopened."""
+        """A reporter (the case's own, or a duplicate's who follows it) rates the closed
+        case, once each; returns whether the rating reopened it."""
         if self.state != CaseState.CLOSED or self.rate_until is None:
             raise TransitionError(f"case {self.case_id} is {self.state}; a rating follows "
                                   "closing")
-        if self.rating:
-            raise TransitionError(f"case {self.case_id} was rated already")
         if at > self.rate_until:
             raise TransitionError(f"the rating window closed at {self.rate_until:%Y-%m-%d %H:%M}Z")
-        known = {self.reporter.get("id"), *(f["reporter"].get("id") for f in self.followers)}
-        if reporter_id and reporter_id not in known - {"", None}:
-            raise TransitionError(f"{reporter_id} did not report this case")
+        rater = reporter_id or self.reporter.get("id") or ""
+        known = {self.reporter.get("id") or "", *(f["reporter"].get("id") or ""
+                                                   for f in self.followers)}
+        if rater not in known:
+            raise TransitionError(f"{rater} did not report this case")
+        if any(r["reporter_id"] == rater for r in self.ratings):
+            raise TransitionError(f"{rater or 'the reporter'} rated this case already")
         unsatisfied = score <= UNSATISFIED_SCORE or fixed is False
         reopens = unsatisfied and may_reopen
-        self.rating = {"score": score, "fixed": fixed, "comment": comment,
-                       "reporter_id": reporter_id, "at": at.isoformat()}
-        self.record(at, "rated", actor=f"reporter:{reporter_id}".rstrip(":"),
+        self.ratings = [*self.ratings, {"score": score, "fixed": fixed, "comment": comment,
+                                        "reporter_id": rater, "at": at.isoformat()}]
+        self.record(at, "rated", actor=f"reporter:{rater}".rstrip(":"),
                     reason=f"{score}/5" + ("" if fixed is None else
                                            (", fixed" if fixed else ", not fixed"))
                     + (f": {comment}" if comment else "")
@@ -275,7 +278,7 @@ class ClosedLoop:
         if reopens:
             lead = [a.department for a in self.assignments if a.active and a.role == "lead"]
             self._reopen_for(lead, "rating", f"reporter unsatisfied ({score}/5)"
-                             + (f": {comment}" if comment else ""), "reporter", at)
+                             + (f": {comment}" if comment else ""), f"reporter:{rater}", at)
         return reopens
 
     def follow_up_due(self, assignee: dict[str, Any], at: datetime) -> Task | None:

@@ -35,6 +35,8 @@ class ReporterBody(Schema):
         load_default="",
         validate=validate.Regexp(r"^(\+?[0-9][0-9 -]{4,30})?\Z", error="not a phone number"),
     )
+    webhook_url = fields.Url(schemes={"http", "https"}, load_default=None, allow_none=True,
+                             validate=validate.Length(max=500))  # where feedback goes
 
 
 class ReportBody(Schema):

@@ -72,7 +72,7 @@ cases = Table(
     Column("awaiting_dispatch", Text, nullable=False, default=""),
     Column("closed_at", UTCDateTime()),
     Column("rate_until", UTCDateTime()),
-    Column("rating", JsonColumn),
+    Column("ratings", JsonColumn, nullable=False, default=list),
     Index("ix_cases_state", "state"),
     Index("ix_cases_grid", "grid_code"),
     Index("ix_cases_reported", "reported_at"),

@@ -118,7 +118,7 @@ def case_view(c: Case, history: list[TimelineEntry]) -> dict[str, Any]:
         "followers": c.followers,
         "closed_at": _iso(c.closed_at),
         "rate_until": _iso(c.rate_until),
-        "rating": c.rating,
+        "ratings": c.ratings,
         "timeline": [timeline_view(t) for t in history],
     }
 

@@ -10,113 +10,21 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 import requests
+from processes import Processes, receive
 
-from gridflow import SERVICES
-from support import queue_depth, report, wait_for
+from support import queue_depth, report
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Processes:
-    def __init__(self, env: dict[str, str], log_dir: Path, base_url: str) -> None:
-        self.env, self.log_dir, self.base_url = env, log_dir, base_url
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str) -> None:
-        log = (self.log_dir / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "gridflow.run_service", name],
-            cwd=ROOT,
-            env={**self.env, "GRIDFLOW_SERVICE": name},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {f.name}\n{f.read_text()[-3000:]}" for f in self.log_dir.glob("*.log")
-        )
-
-
-@pytest.fixture
-def system(
-    rabbit_config: dict,
-    database_url: str | None,
-    tmp_path: Path,
-    http_port: int,
-    amqp_uri_pika: str,
-) -> Iterator[Processes]:
-    base_url = f"http://127.0.0.1:{http_port}"
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "AMQP_URI": amqp_uri_pika,
-        "GRIDFLOW_VAR_DIR": str(tmp_path / "var"),
-        "GRIDFLOW_HTTP_ADDRESS": f"127.0.0.1:{http_port}",
-        "GRIDFLOW_PUBLIC_URL": base_url,
-        **({"DATABASE_URL": database_url} if database_url else {}),
-    }
-    log_dir = tmp_path / "logs"
-    log_dir.mkdir()
-    procs = Processes(env, log_dir, base_url)
-    for name in SERVICES:
-        procs.start(name)
-    try:
-        wait_for(lambda: _healthy(base_url), timeout=30, what="intake health")
-        yield procs
-    except BaseException:
-        print(procs.logs())
-        raise
-    finally:
-        procs.stop()
-    crashed = {n: p.returncode for n, p in procs.procs.items() if p.returncode not in (0, -15)}
-    assert not crashed, f"services exited badly: {crashed}\n{procs.logs()}"
-
-
-def _healthy(base_url: str) -> bool:
-    try:
-        return requests.get(f"{base_url}/health", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def _receive(amqp_uri: str, queue: str, timeout: float) -> tuple[Any, bytes]:
-    """The first message on ``queue`` within ``timeout``, taken by a pika consumer (acked)."""
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_uri))
-    try:
-        channel = conn.channel()
-        for method, props, body in channel.consume(queue, inactivity_timeout=timeout):
-            if method is None:
-                raise AssertionError(f"nothing on {queue} within {timeout}s")
-            channel.basic_ack(method.delivery_tag)
-            channel.cancel()
-            return props, body
-    finally:
-        conn.close()
-    raise AssertionError("unreachable")
 
 
 def test_report_reaches_departments_and_the_loop_closes(
@@ -128,7 +36,7 @@ def test_report_reaches_departments_and_the_loop_closes(
     assert r.status_code == 201, r.text
     case_id = r.json()["case_id"]
 
-    props, body = _receive(amqp_uri_pika, "dispatch.fire", timeout=10)
+    props, body = receive(amqp_uri_pika, "dispatch.fire", timeout=10)
     latency_ms = (time.monotonic() - t0) * 1000
     print(f"\nHTTP accept → dispatch received on dispatch.fire: {latency_ms:.0f} ms")
     msg = json.loads(body)
@@ -137,7 +45,7 @@ def test_report_reaches_departments_and_the_loop_closes(
     assert msg["case_id"] == case_id
     assert msg["data"]["assignment"]["role"] == "lead"
     for dept in ("police", "urban_mgmt"):
-        props, body = _receive(amqp_uri_pika, f"dispatch.{dept}", timeout=10)
+        props, body = receive(amqp_uri_pika, f"dispatch.{dept}", timeout=10)
         assert json.loads(body)["data"]["assignment"]["role"] == "assist"
 
     # a second post of the same report is the same case, and nothing more is dispatched

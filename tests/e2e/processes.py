@@ -1,0 +1,70 @@
+"""Running the four services as processes, and reading their queues, for the e2e tests."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pika
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Processes:
+    def __init__(self, env: dict[str, str], log_dir: Path, base_url: str) -> None:
+        self.env, self.log_dir, self.base_url = env, log_dir, base_url
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> None:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "gridflow.run_service", name],
+            cwd=ROOT,
+            env={**self.env, "GRIDFLOW_SERVICE": name},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {f.name}\n{f.read_text()[-3000:]}" for f in self.log_dir.glob("*.log")
+        )
+
+
+def healthy(base_url: str) -> bool:
+    try:
+        return requests.get(f"{base_url}/health", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def receive(amqp_uri: str, queue: str, timeout: float) -> tuple[Any, bytes]:
+    """The first message on ``queue`` within ``timeout``, taken by a pika consumer (acked)."""
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    try:
+        channel = conn.channel()
+        for method, props, body in channel.consume(queue, inactivity_timeout=timeout):
+            if method is None:
+                raise AssertionError(f"nothing on {queue} within {timeout}s")
+            channel.basic_ack(method.delivery_tag)
+            channel.cancel()
+            return props, body
+    finally:
+        conn.close()
+    raise AssertionError("unreachable")
+
+
