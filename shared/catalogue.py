@@ -132,6 +132,13 @@ class Catalogue:
         return cls(str(data.get("version", "")), departments, categories)
 
 
+def _flag(m: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = m.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, not {value!r}")
+    return value
+
+
 def _category(
     m: Mapping[str, Any],
     family: str,
@@ -156,7 +163,7 @@ def _category(
             report_in=Duration.parse(str(m["report_in"])),
             resolve=Duration.parse(str(m["resolve"])),
             alternates=tuple(str(a) for a in m.get("alternates", ())),
-            reopen_on_complaint=bool(m.get("reopen_on_complaint", True)),
+            reopen_on_complaint=_flag(m, "reopen_on_complaint", True),
             duplicate_radius_m=float(m.get("duplicate_radius_m", DEFAULT_DUPLICATE_RADIUS_M)),
             duplicate_window_h=float(m.get("duplicate_window_h", DEFAULT_DUPLICATE_WINDOW_H)),
         )

@@ -526,6 +526,12 @@ class DispatchProgress(_Notice):
     progress = fields.Nested(AssignmentProgressed, required=True)
 
 
+class DispatchReworked(_Notice):
+    """返工: the recipient's resolved assignment is to be worked again."""
+
+    rework = fields.Nested(AssignmentReopened, required=True)
+
+
 class DispatchTask(_Notice):
     """A grid worker's task: verify on site (核查) or call the reporter back (回访)."""
 
@@ -617,6 +623,8 @@ PUBLIC = _specs(
               "a deadline the recipient answers for was missed and repeated"),
     EventSpec("case.progress", 1, DispatchProgress,
               "another department reported progress on a case the recipient leads"),
+    EventSpec("case.reworked", 1, DispatchReworked,
+              "the department's resolved assignment is to be worked again (返工)"),
     EventSpec("task.assigned", 1, DispatchTask,
               "a grid worker's verification or follow-up task"),
     EventSpec("case.needs_dispatch", 1, DispatchNeedsDispatch,

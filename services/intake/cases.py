@@ -246,6 +246,9 @@ class Case(TieredResponse, ClosedLoop):
             raise TransitionError(
                 f"{department} has no assignment on this case (assigned: {names})"
             )
+        if not a.active:
+            raise TransitionError(f"assignment of {department} is returned "
+                                  f"({a.return_code}); it is off the case")
         return a
 
 

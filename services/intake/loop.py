@@ -79,6 +79,12 @@ class ClosedLoop:
         @property
         def pending_events(self) -> list[tuple[str, dict[str, Any]]]: ...
 
+    def _default_rework(self) -> list[str]:
+        """Who works again when nobody is named: the lead, else every department on it."""
+        lead = self.lead()
+        return [lead.department] if lead else [a.department for a in self.assignments
+                                                 if a.active]
+
     # -- 协同 and manual dispatch --------------------------------------------------------------
     def lead(self) -> Assignment | None:
         return next((a for a in self.assignments if a.active and a.role == "lead"), None)
@@ -163,6 +169,8 @@ class ClosedLoop:
             "actor": actor, "at": at,
         }))
         self._derive_state()
+        if self.state == CaseState.RESOLVED:  # the rest is done, but the returned part is not
+            self.state = CaseState.RETURNED
 
     def needs_dispatch(self, data: dict[str, Any], at: datetime) -> None:
         self.awaiting_dispatch = data["reason"]
@@ -229,8 +237,7 @@ class ClosedLoop:
         else:
             if not note.strip():
                 raise TransitionError("a failed verification says why (note)")
-            departments = rework or [a.department for a in self.assignments
-                                     if a.active and a.role == "lead"]
+            departments = rework or self._default_rework()
             unknown = [d for d in departments
                        if (a := self.assignment(d)) is None or a.state != AssignmentState.RESOLVED]
             if unknown:
@@ -276,8 +283,7 @@ class ClosedLoop:
         self.pending_events.append(("case.rated", {
             "score": score, "fixed": fixed, "comment": comment, "reopens": reopens, "at": at}))
         if reopens:
-            lead = [a.department for a in self.assignments if a.active and a.role == "lead"]
-            self._reopen_for(lead, "rating", f"reporter unsatisfied ({score}/5)"
+            self._reopen_for(self._default_rework(), "rating", f"reporter unsatisfied ({score}/5)"
                              + (f": {comment}" if comment else ""), f"reporter:{rater}", at)
         return reopens
 

@@ -57,12 +57,21 @@ def _tier_key(tier: Mapping[str, Any]) -> str:
     return tier_recipient(tier["tier"], tier["code"])
 
 
+def public_case(case: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The case as departments and grid tiers see it: the reporter's own feedback webhook
+    (which may carry a token) stays inside gridflow."""
+    if not case or not (case.get("reporter") or {}).get("webhook_url"):
+        return case
+    return {**case, "reporter": {**case["reporter"], "webhook_url": None}}
+
+
 def _to_department(type_: str, dept: str, body: dict[str, Any], public_url: str,
                    case_id: str) -> Outgoing:
     return Outgoing(type_, dept, {
         "department": dept,
         "recipient": {"kind": "department", "department": dept},
         **body,
+        "case": public_case(body.get("case")),
         "links": links(public_url, case_id, dept),
     })
 
@@ -73,6 +82,7 @@ def _to_tier(type_: str, tier: Mapping[str, Any], body: dict[str, Any], public_u
         "department": None,
         "recipient": {"kind": "tier", "tier": dict(tier)},
         **body,
+        "case": public_case(body.get("case")),
         "links": links(public_url, case_id),
     })
 
@@ -86,7 +96,7 @@ def assignment_messages(
             "department": a["department"],
             "assignment": a,
             "tier": routed["tier"],
-            "case": routed["case"],
+            "case": public_case(routed["case"]),
             "whistle": whistle,
             "links": links(public_url, case_id, a["department"]),
         })
@@ -123,3 +133,58 @@ def notice_messages(
         *(_to_department(type_, d, body, public_url, case_id) for d in targets["departments"]),
         *(_to_tier(type_, t, body, public_url, case_id) for t in targets["tiers"]),
     ]
+
+
+def added_messages(added: dict[str, Any], tier: dict[str, Any], public_url: str,
+                   case_id: str) -> list[Outgoing]:
+    """Departments added after routing: a whistle's summons (see ``summons_messages``);
+    otherwise (协同, a reroute after a return, a manual dispatch) a plain ``case.assigned``
+    to each new department, at the case's tier."""
+    if added["reason"] == "whistle":
+        return summons_messages(added, tier, public_url, case_id)
+    return assignment_messages({**added, "tier": tier}, public_url, case_id)
+
+
+# -- the lead department ------------------------------------------------------------------------
+def lead_of(assignments: list[dict[str, Any]]) -> str | None:
+    return next((a["department"] for a in assignments if a["role"] == "lead"), None)
+
+
+def lead_after(current: str | None, added: dict[str, Any]) -> str | None:
+    """The lead once ``assignments.added`` is applied: a reroute or a manual dispatch whose
+    new assignment leads replaces it; a whistle or an assist never does."""
+    if added["reason"] in ("reroute", "manual"):
+        return lead_of(added["assignments"]) or current
+    return current
+
+
+# -- progress, tasks, manual dispatch -----------------------------------------------------------
+def progress_messages(progress: dict[str, Any], lead: str | None, case: dict[str, Any] | None,
+                      public_url: str, case_id: str) -> list[Outgoing]:
+    """进展 of a department goes to the case's lead department, unless it is the lead's own."""
+    if lead is None or progress["department"] == lead:
+        return []
+    return [_to_department("case.progress", lead, {"progress": progress, "case": case},
+                           public_url, case_id)]
+
+
+def rework_messages(reopened: dict[str, Any], case: dict[str, Any] | None, public_url: str,
+                    case_id: str) -> list[Outgoing]:
+    """返工: the department works its assignment again (report in again, new deadlines)."""
+    return [_to_department("case.reworked", reopened["department"],
+                           {"rework": reopened, "case": case}, public_url, case_id)]
+
+
+def task_messages(created: dict[str, Any], public_url: str, case_id: str) -> list[Outgoing]:
+    """A grid worker's task (核查, 回访) goes to the owner of the node it is assigned to."""
+    task = created["task"]
+    return [_to_tier("task.assigned", {**task["assignee"], "role": "owner"},
+                     {"task": task, "case": created["case"]}, public_url, case_id)]
+
+
+def needs_dispatch_messages(data: dict[str, Any], public_url: str,
+                            case_id: str) -> list[Outgoing]:
+    """A returned assignment with no candidate left: the tier's owner dispatches by hand."""
+    return [_to_tier("case.needs_dispatch", {**data["tier"], "role": "owner"}, {
+        "returned": data["returned"], "reason": data["reason"], "case": data["case"],
+    }, public_url, case_id)]

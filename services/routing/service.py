@@ -41,6 +41,7 @@ class RoutingService:
                         tier=routed["tier"]["tier"],
                         tier_code=routed["tier"]["code"],
                         departments=[a["department"] for a in routed["assignments"]],
+                        active=[a["department"] for a in routed["assignments"]],
                         catalogue_version=routed["catalogue_version"],
                         policy=routed["policy"],
                         summary=_SUMMARY.dump(ev.data["case"]),
@@ -59,7 +60,7 @@ class RoutingService:
                 try:
                     added = rules.summon(
                         ev.data, case=_SUMMARY.load(decision.summary),
-                        on_case=decision.departments, snapshot=decision.policy,
+                        on_case=decision.active, snapshot=decision.policy,
                         grid=ref.grid, calendar=ref.calendar, at=now,
                     )
                 except rules.Unroutable as exc:
@@ -85,6 +86,7 @@ class RoutingService:
         with self.db.transaction() as tx:
             for ev in tx.fresh(events, "routing.on_returned"):
                 decision = self._decision(tx, ev)
+                decision.active = [d for d in decision.active if d != ev.data["department"]]
                 type_, payload = rules.reroute(
                     ev.data, catalogue=self.ref.catalogue,
                     case=_SUMMARY.load(decision.summary), ever_on_case=decision.departments,
@@ -110,4 +112,5 @@ class RoutingService:
         new = [a["department"] for a in payload.get("assignments", [])]
         decision.departments = [*decision.departments,
                                 *(d for d in new if d not in decision.departments)]
+        decision.active = [*decision.active, *(d for d in new if d not in decision.active)]
         tx.emit(make_event(type_, decision.case_id, payload, producer=self.name, at=now))

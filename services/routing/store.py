@@ -29,7 +29,8 @@ class Decision(Base):
     category: Mapped[str] = mapped_column(String(32))
     tier: Mapped[str] = mapped_column(String(16))
     tier_code: Mapped[str] = mapped_column(String(32))
-    departments: Mapped[list[Any]] = mapped_column(JsonColumn)
+    departments: Mapped[list[Any]] = mapped_column(JsonColumn)  # every one ever on the case
+    active: Mapped[list[Any]] = mapped_column(JsonColumn)  # those on it now (not returned)
     catalogue_version: Mapped[str] = mapped_column(String(32))
     policy: Mapped[dict[str, Any]] = mapped_column(JsonColumn)
     summary: Mapped[dict[str, Any]] = mapped_column(JsonColumn)

@@ -45,7 +45,7 @@ SUBSCRIPTIONS: Mapping[str, tuple[str, ...]] = {
         "case.routed", "assignments.added", "case.escalated", "case.reminded",
         "case.tier_changed", "case.needs_dispatch", "assignment.progressed", "task.created",
         "case.resolved", "case.closed", "case.reopened", "reporter.attached",
-        "reporter.detached",
+        "reporter.detached", "assignment.reopened",
     ),
     "intake": (
         "case.routed", "assignments.added", "assignment.dispatched", "case.escalated",

@@ -96,6 +96,16 @@ class EventQueueConsumer(QueueConsumer):
             self._consumers[queue_name] = consumer
         return self._consumers.values()
 
+    def unregister_provider(self, provider: EventHandler) -> None:  # type: ignore[override]
+        """nameko signals "last provider gone" for *every* provider that stops before the
+        consumers were ready (a service stopped while it starts), and the second signal
+        raises; a service with several handlers could then not stop. Signal it once."""
+        if not self._consumers_ready.ready():
+            if not self._last_provider_unregistered.ready():
+                self._last_provider_unregistered.send()
+            return
+        super().unregister_provider(provider)
+
     def _cancel_consumers_if_requested(self) -> None:
         requests, self._pending_remove_providers = self._pending_remove_providers, {}
         for provider, removed_event in requests.items():

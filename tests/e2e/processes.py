@@ -38,6 +38,7 @@ class Processes:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()  # -9: reported as a bad exit
 
     def logs(self) -> str:
         return "\n".join(

@@ -163,6 +163,8 @@ def test_one_case_goes_round_the_whole_loop(
     assert case["state"] == "in_progress"  # fire works again; the others stay resolved
     fire = next(a for a in case["assignments"] if a["department"] == "fire")
     assert fire["state"] == "dispatched" and fire["reworks"] == 1
+    [rework] = queues.wait("dispatch.fire", "case.reworked", case_id)
+    assert rework["data"]["rework"]["reason"] == "通道仍有杂物堆放"
 
     # 5. fire reports in and resolves again (over AMQP this time)
     respond("fire", "ack", case_id)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import amqp
+import eventlet
 import kombu
 import pytest
 from sqlalchemy import Engine, Integer, String, select
@@ -476,3 +477,23 @@ def test_transient_errors_are_retried_past_max_attempts_until_the_outage_ends(
     assert "database is down" in deliveries[-1].headers[topo.H_REASON]
     wait_for(lambda: trace.acks.count(ev.event_id) == 3, what="the last ack")
     assert_settled(trace, amqp_uri)
+
+
+def test_a_service_with_several_handlers_stopped_while_starting_stops_cleanly(
+    container_factory: Any, service_config: dict[str, Any]
+) -> None:
+    """Regression: stopped before its consumers were ready (a SIGTERM during start-up),
+    escalation with its nine handlers hung on "Trying to re-send() an already-triggered
+    event" and had to be killed."""
+    from eventlet.event import Event as GreenEvent
+
+    from services.escalation.service import EscalationService
+
+    config = {**service_config, "WEB_SERVER_ADDRESS": "127.0.0.1:0"}
+    container = container_factory(EscalationService, config)
+    container.start()
+    qc = next(e for e in container.extensions if type(e).__name__ == "EventQueueConsumer")
+    qc._consumers_ready = GreenEvent()  # as it is before the broker answered
+    with eventlet.Timeout(20):
+        container.stop()
+    assert container._died.ready()

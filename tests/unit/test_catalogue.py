@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from shared.calendar import Duration
-from shared.catalogue import STARTING_TIERS, Catalogue, CatalogueError
+from shared.catalogue import (
+    DEFAULT_DUPLICATE_RADIUS_M,
+    DEFAULT_DUPLICATE_WINDOW_H,
+    STARTING_TIERS,
+    Catalogue,
+    CatalogueError,
+)
 from shared.reference import load_reference
 
 REPO = Path(__file__).resolve().parents[2]
@@ -218,3 +224,114 @@ def test_duplicates_and_unknown_family():
     data["families"][0]["family"] = "incident"
     with pytest.raises(CatalogueError, match="family"):
         Catalogue.from_dict(data)
+
+
+# -- the closed loop: alternates, reopening, duplicates -----------------------------------------
+
+
+def with_police(**minor) -> dict:
+    """``minimal`` with a third department, police, to name as an alternate."""
+    data = minimal(**minor)
+    data["departments"].append({"code": "police", "name": "公安"})
+    return data
+
+
+def test_the_optional_fields_default():
+    c = Catalogue.from_dict(minimal()).get("E0101")
+    assert c.alternates == ()
+    assert c.candidates == ("sanitation", "urban_mgmt")
+    assert c.reopen_on_complaint is True
+    assert (c.duplicate_radius_m, c.duplicate_window_h) == (100.0, 24.0)
+    assert (DEFAULT_DUPLICATE_RADIUS_M, DEFAULT_DUPLICATE_WINDOW_H) == (100.0, 24.0)
+
+
+def test_candidates_are_the_lead_the_assisting_then_the_alternates_in_order():
+    data = with_police(alternates=["police"])
+    data["departments"].append({"code": "traffic", "name": "交警"})
+    data["families"][0]["majors"][0]["minors"][0]["alternates"] = ["traffic", "police"]
+    c = Catalogue.from_dict(data).get("E0101")
+    assert c.alternates == ("traffic", "police")
+    assert c.departments == ("sanitation", "urban_mgmt")  # alternates are not routed to
+    assert c.candidates == ("sanitation", "urban_mgmt", "traffic", "police")
+
+
+def test_an_alternate_is_a_known_department():
+    with pytest.raises(CatalogueError, match="category E0101: unknown department 'water_board'"):
+        Catalogue.from_dict(minimal(alternates=["water_board"]))
+
+
+@pytest.mark.parametrize("alternates", [["police", "police"], ["sanitation"], ["urban_mgmt"],
+                                        ["police", "urban_mgmt"]])
+def test_alternates_repeat_no_department(alternates):
+    with pytest.raises(CatalogueError, match="category E0101: alternates repeat a department"):
+        Catalogue.from_dict(with_police(alternates=alternates))
+
+
+@pytest.mark.parametrize("key", ["assist", "alternates"])
+def test_assist_and_alternates_are_lists(key):
+    with pytest.raises(CatalogueError,
+                       match=f"category E0101: {key} must be a list of department codes"):
+        Catalogue.from_dict(with_police(**{key: "police"}))
+
+
+def test_a_category_may_keep_an_unsatisfied_rating_from_reopening_it():
+    c = Catalogue.from_dict(minimal(reopen_on_complaint=False)).get("E0101")
+    assert c.reopen_on_complaint is False
+
+
+def test_reopen_on_complaint_is_a_boolean_not_any_truthy_text():
+    with pytest.raises(CatalogueError, match="reopen_on_complaint"):
+        Catalogue.from_dict(minimal(reopen_on_complaint="false"))
+
+
+def test_duplicate_radius_and_window_are_numbers():
+    c = Catalogue.from_dict(minimal(duplicate_radius_m=30, duplicate_window_h="72")).get("E0101")
+    assert (c.duplicate_radius_m, c.duplicate_window_h) == (30.0, 72.0)
+    assert isinstance(c.duplicate_radius_m, float)
+    with pytest.raises(CatalogueError, match="category E0101: could not convert string to float"):
+        Catalogue.from_dict(minimal(duplicate_radius_m="far"))
+
+
+def test_a_zero_radius_and_window_are_allowed():
+    c = Catalogue.from_dict(minimal(duplicate_radius_m=0, duplicate_window_h=0)).get("E0101")
+    assert (c.duplicate_radius_m, c.duplicate_window_h) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("field", ["duplicate_radius_m", "duplicate_window_h"])
+def test_a_negative_radius_or_window_is_refused(field):
+    with pytest.raises(CatalogueError,
+                       match="category E0101: duplicate radius and window must be >= 0"):
+        Catalogue.from_dict(minimal(**{field: -1}))
+
+
+def test_as_dict_carries_the_loop_fields():
+    d = Catalogue.from_dict(with_police(alternates=["police"], reopen_on_complaint=False,
+                                        duplicate_radius_m=50, duplicate_window_h=48)
+                            ).get("E0101").as_dict()
+    assert (d["alternates"], d["reopen_on_complaint"], d["duplicates"]) == (
+        ["police"], False, {"radius_m": 50.0, "window_h": 48.0}
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "alternates", "reopens", "radius", "window"),
+    [
+        ("E0101", ("urban_mgmt",), True, 50.0, 48.0),  # 暴露垃圾
+        ("E0402", ("traffic", "housing"), True, 150.0, 12.0),  # 消防通道堵塞
+        ("E0504", ("urban_mgmt", "police"), True, 100.0, 24.0),  # 机动车乱停放
+        ("E0701", ("civil_affairs",), False, 100.0, 24.0),  # 邻里纠纷
+        ("E0801", (), True, 0.0, 24.0),  # 独居老人照护: never a duplicate
+        ("C0101", (), True, 30.0, 72.0),  # 路灯
+        ("E0102", (), True, 100.0, 24.0),  # 污水横流: the defaults
+    ],
+)
+def test_demo_loop_settings(code, alternates, reopens, radius, window):
+    c = demo().get(code)
+    assert (c.alternates, c.reopen_on_complaint, c.duplicate_radius_m, c.duplicate_window_h) == (
+        alternates, reopens, radius, window
+    )
+
+
+def test_demo_candidates_of_a_blocked_fire_lane():
+    assert demo().get("E0402").candidates == ("fire", "police", "urban_mgmt", "traffic",
+                                              "housing")

@@ -12,12 +12,18 @@ import pytest
 
 from services.notify.dispatch import (
     Outgoing,
+    added_messages,
     assignment_messages,
+    lead_after,
+    lead_of,
     links,
     message_id,
+    needs_dispatch_messages,
     notice_messages,
+    progress_messages,
     routing_key,
     summons_messages,
+    task_messages,
 )
 from services.routing.rules import route_with, summon
 from shared.amqp.topology import tier_routing_key
@@ -54,7 +60,8 @@ def summary(category: str = "E0402") -> dict[str, Any]:
             "lat": None,
             "lng": None,
         },
-        "reporter": {"kind": "grid_worker", "id": "gw-0001", "name": "邓海燕", "phone": ""},
+        "reporter": {"kind": "grid_worker", "id": "gw-0001", "name": "邓海燕", "phone": "",
+                     "webhook_url": None},
         "media_urls": ["https://m.example.com/1.jpg"],
         "occurred_at": None,
         "reported_at": T0,
@@ -482,3 +489,142 @@ def test_the_internal_escalation_is_a_valid_event():
     event = make_event("case.escalated", CASE_ID, escalated(), producer="escalation", at=T0)
     assert event.data["notify"]["tiers"][1]["role"] == "supervisor"
     make_event("case.reminded", CASE_ID, reminded(), producer="escalation", at=T0)
+
+
+# -- departments added other than by a whistle -------------------------------------------------
+
+
+def rerouted(role: str = "lead", department: str = "urban_mgmt", reason: str = "reroute"):
+    """assignments.added as routing builds it when fire returned its assignment."""
+    a = routed("E0402")["assignments"][0] | {"department": department, "role": role}
+    return {
+        "reason": reason, "requested_by": "routing", "note": "fire returned it: wrong_location",
+        "assignments": [a], "already": [], "replaces": "fire", "level": None, "by": None,
+        "whistler": None, "raise_to": None, "case": summary(), "added_at": T0,
+    }
+
+
+def test_a_reroute_assigns_the_next_department_at_the_cases_tier_without_a_whistle():
+    messages = added_messages(rerouted(), node("community"), PUBLIC_URL, CASE_ID)
+    assert [(m.type, m.routing_key) for m in messages] == [
+        ("case.assigned", "urban_mgmt.case.assigned")]
+    assert messages[0].payload["whistle"] is None
+    assert messages[0].payload["tier"] == node("community")
+    back = as_public_event(messages[0])
+    assert back.data["assignment"]["role"] == "lead"
+
+
+def test_added_messages_for_a_whistle_are_the_summons():
+    a = added("routine", ("sanitation", "fire"))
+    assert added_messages(a, node("community"), PUBLIC_URL, CASE_ID) == summons_messages(
+        a, node("community"), PUBLIC_URL, CASE_ID)
+
+
+# -- the lead department -----------------------------------------------------------------------
+
+
+def test_the_lead_is_the_routed_assignment_with_role_lead():
+    assert lead_of(routed("E0402")["assignments"]) == "fire"
+    assert lead_of([]) is None
+
+
+@pytest.mark.parametrize(("reason", "role", "lead"), [
+    ("reroute", "lead", "urban_mgmt"),  # the returned lead's successor leads
+    ("manual", "lead", "urban_mgmt"),
+    ("reroute", "assist", "fire"),  # an assistant's successor does not
+    ("assist", "lead", "fire"),  # only a reroute or a manual dispatch moves the lead
+])
+def test_the_lead_moves_with_a_reroute_or_manual_dispatch_of_a_lead(reason, role, lead):
+    assert lead_after("fire", rerouted(role, reason=reason)) == lead
+
+
+def test_a_whistle_never_moves_the_lead():
+    assert lead_after("fire", added("routine", ("sanitation",))) == "fire"
+
+
+# -- progress, tasks, manual dispatch ----------------------------------------------------------
+
+
+def progressed(department: str = "police") -> dict[str, Any]:
+    return {"department": department, "note": "已到场疏导车辆", "media_urls": [],
+            "actor": "王警官", "at": T0 + timedelta(hours=1)}
+
+
+def test_progress_of_an_assistant_goes_to_the_lead_department():
+    p = progressed("police")
+    messages = progress_messages(p, "fire", summary(), PUBLIC_URL, CASE_ID)
+    assert [(m.type, m.routing_key) for m in messages] == [("case.progress", "fire.case.progress")]
+    assert messages[0].payload == {
+        "department": "fire",
+        "recipient": {"kind": "department", "department": "fire"},
+        "progress": p,
+        "case": summary(),
+        "links": links(PUBLIC_URL, CASE_ID, "fire"),
+    }
+    back = as_public_event(messages[0])
+    assert back.data["progress"]["note"] == "已到场疏导车辆"
+
+
+def test_the_leads_own_progress_goes_to_nobody():
+    assert progress_messages(progressed("fire"), "fire", summary(), PUBLIC_URL, CASE_ID) == []
+
+
+def test_progress_without_a_known_lead_goes_to_nobody():
+    assert progress_messages(progressed(), None, None, PUBLIC_URL, CASE_ID) == []
+
+
+def test_a_task_goes_to_the_grid_worker_of_its_node():
+    worker = node("compound")
+    task = {"id": 7, "kind": "verification", "assignee": worker,
+            "due_at": T0 + timedelta(days=1), "note": ""}
+    messages = task_messages({"task": task, "case": summary(), "at": T0}, PUBLIC_URL, CASE_ID)
+    assert [(m.type, m.routing_key) for m in messages] == [
+        ("task.assigned", f"tier.compound.{CELL}.task.assigned")]
+    out = messages[0]
+    assert out.payload["recipient"] == {"kind": "tier", "tier": worker | {"role": "owner"}}
+    assert out.payload["department"] is None
+    assert out.payload["links"] == links(PUBLIC_URL, CASE_ID)
+    back = as_public_event(out)
+    assert back.data["task"]["kind"] == "verification"
+    assert back.data["task"]["assignee"]["code"] == CELL
+
+
+def test_needs_dispatch_goes_to_the_owner_of_the_tier_named():
+    returned = {"department": "fire", "role": "lead", "reason_code": "wrong_location",
+                "note": "", "actor": "", "at": T0}
+    data = {"returned": returned, "tier": node("community"), "reason": "no candidate left",
+            "case": summary(), "at": T0}
+    messages = needs_dispatch_messages(data, PUBLIC_URL, CASE_ID)
+    assert [(m.type, m.routing_key) for m in messages] == [
+        ("case.needs_dispatch", "tier.community.511802001001.case.needs_dispatch")]
+    back = as_public_event(messages[0])
+    assert back.data["returned"]["reason_code"] == "wrong_location"
+    assert back.data["reason"] == "no candidate left"
+    assert back.data["recipient"]["tier"]["role"] == "owner"
+    assert back.data["links"] == links(PUBLIC_URL, CASE_ID)
+
+
+def test_the_reporters_feedback_webhook_is_not_sent_to_departments_or_tiers():
+    case = summary() | {"reporter": summary()["reporter"] | {
+        "webhook_url": "https://app.example.com/hook?token=s3cret"}}
+    r = routed("E0402") | {"case": case}
+    messages = [
+        *assignment_messages(r, PUBLIC_URL, CASE_ID),
+        *notice_messages("case.escalated", "escalation", escalated(), case, PUBLIC_URL, CASE_ID),
+        *progress_messages(progressed("police"), "fire", case, PUBLIC_URL, CASE_ID),
+    ]
+    for m in messages:
+        assert m.payload["case"]["reporter"]["webhook_url"] is None
+        assert m.payload["case"]["reporter"]["id"] == "gw-0001"
+    assert case["reporter"]["webhook_url"]  # the event's own data is left alone
+
+
+def test_a_rework_goes_to_the_department_that_works_again():
+    from services.notify.dispatch import rework_messages
+
+    reopened = {"department": "fire", "reason": "复查仍有杂物", "at": T0}
+    [out] = rework_messages(reopened, None, PUBLIC_URL, CASE_ID)
+    assert (out.type, out.key, out.routing_key) == ("case.reworked", "fire",
+                                                    "fire.case.reworked")
+    assert out.payload["links"]["ack"].endswith("/assignments/fire/ack")
+    make_event("case.reworked", CASE_ID, out.payload, producer="notify", at=T0, public=True)

@@ -17,6 +17,8 @@ from services.escalation.clocks import (
     ESCALATE,
     EXHAUST,
     EXHAUSTED,
+    FOLLOW_UP,
+    FOLLOW_UP_DEPARTMENT,
     PAUSED,
     REMIND,
     REPORT_IN,
@@ -207,11 +209,20 @@ def test_clock_state_and_action_names():
     assert clocks.REASONS == {REPORT_IN: "report_in_missed", RESOLVE: "resolve_missed"}
 
 
-def test_acknowledge_stops_only_the_report_in_clock_and_resolve_stops_both():
+def test_acknowledge_stops_only_the_report_in_clock_and_resolve_or_return_stops_both():
     assert STOPS == {
         "assignment.acknowledged": (REPORT_IN,),
         "assignment.resolved": (REPORT_IN, RESOLVE),
+        "assignment.returned": (REPORT_IN, RESOLVE),
     }
+
+
+def test_the_follow_up_clock_is_a_kind_of_its_own_without_a_department():
+    assert (FOLLOW_UP, FOLLOW_UP_DEPARTMENT) == ("follow_up", "")
+    # not a policy clock: nothing missed on it reminds or escalates
+    assert FOLLOW_UP not in clocks.KINDS
+    assert FOLLOW_UP not in clocks.REASONS
+    assert all(FOLLOW_UP not in kinds for kinds in (*STOPS.values(), *CLOSES.values()))
 
 
 def test_stopping_events_are_internal_events_escalation_subscribes_to():
@@ -528,12 +539,18 @@ def test_what_closes_a_ledger_item():
         "assignment.acknowledged": (REPORT_IN,),
         "assignment.resolved": (REPORT_IN, RESOLVE),
         "extension.approved": (RESOLVE,),
+        "assignment.returned": (REPORT_IN, RESOLVE),
     }
     assert CLOSE_REASONS == {
         "assignment.acknowledged": "reported in",
         "assignment.resolved": "resolved",
         "extension.approved": "extension approved",
+        "assignment.returned": "returned (退单)",
     }
+
+
+def test_every_ledger_closing_has_its_reason():
+    assert set(CLOSE_REASONS) == set(CLOSES)
 
 
 def test_every_stop_also_closes_the_same_ledger_items():

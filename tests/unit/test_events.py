@@ -41,7 +41,13 @@ SUMMARY: dict[str, Any] = {
         "lat": 29.9735,
         "lng": 102.9985,
     },
-    "reporter": {"kind": "grid_worker", "id": "gw-0001", "name": "邓海燕", "phone": "13800000001"},
+    "reporter": {
+        "kind": "grid_worker",
+        "id": "gw-0001",
+        "name": "邓海燕",
+        "phone": "13800000001",
+        "webhook_url": "https://app.example.com/hooks/gw-0001",
+    },
     "media_urls": ["https://m.example.com/1.jpg"],
     "occurred_at": datetime(2026, 11, 23, 8, 45, tzinfo=BEIJING),
     "reported_at": T0,
@@ -137,6 +143,36 @@ OPERATOR = {"name": "胡涛", "tier": "community", "code": "511802001001"}
 STREET_OPERATOR = {"name": "黄国平", "tier": "street", "code": "511802001"}
 WHISTLE_INFO = {"level": "hard", "by": STREET_OPERATOR, "note": "多部门推诿"}
 SUMMONED = ASSIGNMENT | {"department": "sanitation", "role": "summoned", "resolve": "1wd"}
+CELL = {
+    "tier": "compound",
+    "code": "511802001001101",
+    "name": "通工小区",
+    "owner": {"id": "gw-0001", "name": "邓海燕", "role": "网格员", "phone": "13800000001"},
+}
+GRID_WORKER = {"name": "邓海燕", "tier": "compound", "code": "511802001001101"}
+RETURNED = {
+    "department": "fire",
+    "role": "lead",
+    "reason_code": "needs_other_department",
+    "note": "应由交警拖车",
+    "actor": "fire:7",
+    "at": T0,
+}
+PROGRESSED = {
+    "department": "police",
+    "note": "已联系车主",
+    "media_urls": ["https://m.example.com/progress.jpg"],
+    "actor": "police:3",
+    "at": T0,
+}
+TASK = {"id": 11, "kind": "verification", "assignee": CELL, "due_at": None, "note": ""}
+FOLLOWER = {
+    "kind": "resident",
+    "id": "r-77",
+    "name": "李娜",
+    "phone": "13700000077",
+    "webhook_url": None,
+}
 SUPERVISED = {
     "id": 1,
     "department": "fire",
@@ -229,6 +265,57 @@ INTERNAL_DATA: dict[str, dict[str, Any]] = {
         "items": [SUPERVISED | {"tier": None, "reason": "reported in", "late_by_s": 120.0}]
     },
     "case.resolved": {"resolved_at": T0},
+    "assignment.requested": {
+        "department": "traffic",
+        "role": "assist",
+        "kind": "assist",
+        "requested_by": "fire",
+        "note": "需要拖车",
+        "at": T0,
+    },
+    "assignment.returned": RETURNED,
+    "case.needs_dispatch": {
+        "returned": RETURNED,
+        "tier": TIER,
+        "reason": "fire returned it and no other department is left: dispatch by hand",
+        "case": SUMMARY,
+        "at": T0,
+    },
+    "assignment.progressed": PROGRESSED,
+    "task.created": {"task": TASK, "case": SUMMARY, "at": T0},
+    "case.verified": {
+        "passed": False,
+        "by": GRID_WORKER,
+        "note": "通道仍被占用",
+        "media_urls": ["https://m.example.com/check.jpg"],
+        "rework": ["fire"],
+        "at": T0,
+    },
+    "case.closed": {
+        "closed_at": T0,
+        "rate_until": T0 + timedelta(days=7),
+        "follow_up_at": T0 + timedelta(days=3),
+        "grid_code": "511802001001101",
+    },
+    "case.reopened": {
+        "cause": "rating",
+        "reason": "reporter unsatisfied (2/5)",
+        "departments": ["fire"],
+        "at": T0,
+    },
+    "case.rated": {"score": 2, "fixed": False, "comment": "又堵了", "reopens": True, "at": T0},
+    "followup.due": {"due_at": T0 + timedelta(days=3), "grid_code": "511802001001101"},
+    "reporter.attached": {
+        "reporter": FOLLOWER,
+        "report_id": "r-0002",
+        "duplicate_case_id": "20261123-000002",
+        "at": T0,
+    },
+    "reporter.detached": {
+        "reporter": FOLLOWER,
+        "duplicate_case_id": "20261123-000002",
+        "at": T0,
+    },
 }
 LINKS = {"case": "https://g.example/api/v1/cases/1"}
 PUBLIC_DATA: dict[str, dict[str, Any]] = {
@@ -261,6 +348,35 @@ PUBLIC_DATA: dict[str, dict[str, Any]] = {
         "departments": ["sanitation", "fire"],
         "case": SUMMARY,
         "links": LINKS,
+    },
+    "case.progress": {
+        "department": "fire",
+        "recipient": {"kind": "department", "department": "fire", "tier": None},
+        "progress": PROGRESSED,
+        "case": SUMMARY,
+        "links": LINKS,
+    },
+    "case.reworked": {
+        "department": "fire",
+        "recipient": {"kind": "department", "department": "fire", "tier": None},
+        "rework": {"department": "fire", "reason": "复查仍有杂物", "at": T0},
+        "case": SUMMARY,
+        "links": LINKS,
+    },
+    "task.assigned": {
+        "department": None,
+        "recipient": {"kind": "tier", "department": None, "tier": CELL | {"role": "owner"}},
+        "task": TASK,
+        "case": SUMMARY,
+        "links": LINKS,
+    },
+    "case.needs_dispatch": {
+        "department": None,
+        "recipient": {"kind": "tier", "department": None, "tier": TIER | {"role": "owner"}},
+        "returned": RETURNED,
+        "reason": "fire returned it and no other department is left: dispatch by hand",
+        "case": SUMMARY,
+        "links": {},
     },
 }
 
@@ -693,7 +809,7 @@ def test_assignments_added_with_neither_assignments_nor_already_is_rejected():
     raw["data"]["assignments"] = []
     raw["data"]["already"] = []
     assert decode_error(raw) == (
-        "assignments.added: {'_schema': ['a whistle summons at least one department']}"
+        "assignments.added: {'_schema': ['at least one department is added or named']}"
     )
     data = INTERNAL_DATA["assignments.added"] | {"assignments": [], "already": []}
     with pytest.raises(InvalidEvent, match="at least one department"):
@@ -715,10 +831,74 @@ def test_assignments_added_defaults_already_and_raise_to():
     assert (got.data["already"], got.data["raise_to"], got.data["note"]) == ([], None, "")
 
 
-def test_departments_are_added_only_by_a_whistle():
+def test_departments_are_added_for_one_of_four_reasons():
     raw = wire("assignments.added")
-    raw["data"]["reason"] = "manual"
-    assert "'reason': ['Must be one of: whistle.']" in decode_error(raw)
+    raw["data"]["reason"] = "bribe"
+    assert decode_error(raw) == (
+        "assignments.added: {'reason': ['Must be one of: whistle, assist, reroute, manual.']}"
+    )
+
+
+NOT_A_WHISTLE = {
+    "reason": "reroute",
+    "requested_by": "routing",
+    "note": "fire returned it: needs_other_department",
+    "assignments": [ASSIGNMENT | {"department": "traffic"}],
+    "replaces": "fire",
+    "case": SUMMARY,
+    "added_at": T0,
+}
+
+
+@pytest.mark.parametrize("reason", ["assist", "reroute", "manual"])
+def test_departments_added_other_than_by_a_whistle_need_no_level_operator_or_whistler(reason):
+    got = decode_event(event("assignments.added", data=NOT_A_WHISTLE | {"reason": reason})
+                       .to_json())
+    assert got.data["reason"] == reason
+    assert (got.data["level"], got.data["by"], got.data["whistler"], got.data["raise_to"]) == (
+        None, None, None, None
+    )
+    assert (got.data["requested_by"], got.data["replaces"], got.data["already"]) == (
+        "routing", "fire", []
+    )
+    assert got.data["assignments"][0]["department"] == "traffic"
+
+
+def test_the_requester_and_the_replaced_department_default_to_nobody():
+    data = {k: v for k, v in NOT_A_WHISTLE.items() if k not in ("requested_by", "replaces")}
+    got = decode_event(event("assignments.added", data=data | {"reason": "manual"}).to_json())
+    assert (got.data["requested_by"], got.data["replaces"]) == ("", None)
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        (("level",), "a whistle gives level"),
+        (("by",), "a whistle gives by"),
+        (("whistler",), "a whistle gives whistler"),
+        (("level", "by", "whistler"), "a whistle gives level, by, whistler"),
+    ],
+)
+def test_a_whistle_gives_its_level_operator_and_whistler(missing, message):
+    raw = wire("assignments.added")
+    for name in missing:
+        del raw["data"][name]
+    assert decode_error(raw) == f"assignments.added: {{'_schema': ['{message}']}}"
+    data = {k: v for k, v in INTERNAL_DATA["assignments.added"].items() if k not in missing}
+    with pytest.raises(InvalidEvent, match=message):
+        event("assignments.added", data=data)
+
+
+def test_a_whistle_with_null_level_is_refused_like_a_missing_one():
+    raw = wire("assignments.added")
+    raw["data"]["level"] = None
+    assert decode_error(raw) == "assignments.added: {'_schema': ['a whistle gives level']}"
+
+
+def test_a_reroute_names_the_department_it_replaces_by_a_department_code():
+    raw = json.loads(event("assignments.added", data=NOT_A_WHISTLE).to_json())
+    raw["data"]["replaces"] = "f" * 65
+    assert "'replaces': ['Length must be between 1 and 64.']" in decode_error(raw)
 
 
 def test_a_missed_clocks_next_due_is_optional():
@@ -774,7 +954,8 @@ def test_a_reminders_missed_and_exhausted_clocks_are_optional():
 
 
 def test_public_notices_need_a_recipient_of_a_known_kind():
-    for type_ in ("case.escalated", "case.reminded", "case.whistled"):
+    for type_ in ("case.escalated", "case.reminded", "case.whistled", "case.progress",
+                  "task.assigned", "case.needs_dispatch", "case.reworked"):
         raw = wire(type_, public=True)
         del raw["data"]["recipient"]
         assert "'recipient': ['Missing data for required field.']" in decode_error(raw, public=True)
@@ -830,6 +1011,187 @@ def test_a_ledger_item_is_a_known_clock():
     raw = wire("supervision.opened")
     raw["data"]["items"][0]["kind"] = "lunch"
     assert "'items': {0: {'kind'" in decode_error(raw)
+
+
+# -- the closed loop: requests, returns, progress, tasks, verification, rating, duplicates -------
+
+
+def test_a_reporters_webhook_is_optional_and_must_be_http():
+    raw = wire("case.reported")
+    del raw["data"]["case"]["reporter"]["webhook_url"]
+    assert decode_event(json.dumps(raw)).data["case"]["reporter"]["webhook_url"] is None
+    raw["data"]["case"]["reporter"]["webhook_url"] = "ftp://app.example.com/hook"
+    assert "'webhook_url': ['Not a valid URL.']" in decode_error(raw)
+    raw["data"]["case"]["reporter"]["webhook_url"] = "http://app.example.com/hook"
+    got = decode_event(json.dumps(raw)).data["case"]["reporter"]["webhook_url"]
+    assert got == "http://app.example.com/hook"
+
+
+@pytest.mark.parametrize("type_", ["assignment.returned", "case.needs_dispatch"])
+def test_a_return_needs_a_known_reason_code(type_):
+    raw = wire(type_)
+    returned = raw["data"]["returned"] if type_ == "case.needs_dispatch" else raw["data"]
+    returned["reason_code"] = "too_busy"
+    assert (
+        "'reason_code': ['Must be one of: not_our_responsibility, wrong_location, duplicate, "
+        "needs_other_department, cannot_handle, other.']"
+    ) in decode_error(raw)
+    del returned["reason_code"]
+    assert "'reason_code': ['Missing data for required field.']" in decode_error(raw)
+
+
+def test_a_public_needs_dispatch_notice_checks_the_return_it_carries():
+    raw = wire("case.needs_dispatch", public=True)
+    raw["data"]["returned"]["role"] = "boss"
+    assert decode_error(raw, public=True) == (
+        "case.needs_dispatch: {'returned': {'role': ['Must be one of: lead, assist, summoned.']}}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("role", "summoned", "'role': ['Must be one of: lead, assist.']"),
+        ("kind", "reroute", "'kind': ['Must be one of: assist, manual.']"),
+        ("requested_by", "", "'requested_by': ['Length must be between 1 and 100.']"),
+    ],
+)
+def test_a_request_is_for_a_lead_or_an_assist_by_someone(field, value, message):
+    raw = wire("assignment.requested")
+    raw["data"][field] = value
+    assert decode_error(raw) == f"assignment.requested: {{{message}}}"
+
+
+def test_progress_needs_a_note():
+    raw = wire("assignment.progressed")
+    raw["data"]["note"] = ""
+    assert decode_error(raw) == (
+        "assignment.progressed: {'note': ['Length must be between 1 and 2000.']}"
+    )
+    del raw["data"]["note"]
+    assert "'note': ['Missing data for required field.']" in decode_error(raw)
+
+
+def test_progress_media_are_urls_and_at_most_ten():
+    raw = wire("assignment.progressed")
+    raw["data"]["media_urls"] = ["not a url"]
+    assert "'media_urls': {0: ['Not a valid URL.']}" in decode_error(raw)
+    raw["data"]["media_urls"] = [f"https://m.example.com/{i}.jpg" for i in range(11)]
+    assert "'media_urls': ['Longer than maximum length 10.']" in decode_error(raw)
+
+
+@pytest.mark.parametrize("public", [False, True])
+def test_a_task_is_a_verification_or_a_follow_up(public):
+    type_ = "task.assigned" if public else "task.created"
+    raw = wire(type_, public=public)
+    raw["data"]["task"]["kind"] = "lunch"
+    assert decode_error(raw, public=public) == (
+        f"{type_}: {{'task': {{'kind': ['Must be one of: verification, follow_up.']}}}}"
+    )
+
+
+def test_a_task_names_its_assignee():
+    raw = wire("task.created")
+    del raw["data"]["task"]["assignee"]
+    assert decode_error(raw) == (
+        "task.created: {'task': {'assignee': ['Missing data for required field.']}}"
+    )
+
+
+def test_a_follow_up_task_may_be_due():
+    data = INTERNAL_DATA["task.created"] | {
+        "task": TASK | {"kind": "follow_up", "due_at": T0 + timedelta(days=3)}
+    }
+    got = decode_event(event("task.created", data=data).to_json())
+    assert (got.data["task"]["kind"], got.data["task"]["due_at"]) == (
+        "follow_up", T0 + timedelta(days=3)
+    )
+
+
+def test_a_verification_names_who_checked_and_whether_it_passed():
+    raw = wire("case.verified")
+    del raw["data"]["by"], raw["data"]["passed"]
+    message = decode_error(raw)
+    assert "'by': ['Missing data for required field.']" in message
+    assert "'passed': ['Missing data for required field.']" in message
+
+
+def test_a_passed_verification_reworks_nobody_by_default():
+    data = {"passed": True, "by": GRID_WORKER, "at": T0}
+    got = decode_event(event("case.verified", data=data).to_json())
+    assert got.data == {"passed": True, "by": GRID_WORKER, "note": "", "media_urls": [],
+                        "rework": [], "at": T0}
+
+
+@pytest.mark.parametrize("missing", ["closed_at", "rate_until", "follow_up_at", "grid_code"])
+def test_a_closed_case_says_when_and_where(missing):
+    raw = wire("case.closed")
+    del raw["data"][missing]
+    assert decode_error(raw) == (
+        f"case.closed: {{'{missing}': ['Missing data for required field.']}}"
+    )
+
+
+@pytest.mark.parametrize("type_", ["case.closed", "followup.due"])
+def test_a_closed_case_and_a_follow_up_name_the_cell(type_):
+    raw = wire(type_)
+    raw["data"]["grid_code"] = "511802001001"  # a community
+    assert decode_error(raw) == f"{type_}: {{'grid_code': ['Length must be 15.']}}"
+
+
+def test_a_case_is_reopened_for_a_known_cause():
+    raw = wire("case.reopened")
+    raw["data"]["cause"] = "whim"
+    assert decode_error(raw) == (
+        "case.reopened: {'cause': ['Must be one of: verification, rating, operator.']}"
+    )
+
+
+def test_a_reopened_case_names_at_least_one_department():
+    raw = wire("case.reopened")
+    raw["data"]["departments"] = []
+    assert decode_error(raw) == (
+        "case.reopened: {'departments': ['Shorter than minimum length 1.']}"
+    )
+
+
+@pytest.mark.parametrize("score", [0, 6, -1])
+def test_a_score_is_one_to_five(score):
+    raw = wire("case.rated")
+    raw["data"]["score"] = score
+    assert decode_error(raw) == (
+        "case.rated: {'score': ['Must be greater than or equal to 1 and less than or equal to 5.']}"
+    )
+
+
+@pytest.mark.parametrize("score", [1, 5])
+def test_the_scores_at_the_ends_are_accepted(score):
+    data = INTERNAL_DATA["case.rated"] | {"score": score}
+    assert decode_event(event("case.rated", data=data).to_json()).data["score"] == score
+
+
+def test_a_rating_says_whether_it_reopens_and_may_leave_fixed_out():
+    raw = wire("case.rated")
+    del raw["data"]["fixed"], raw["data"]["comment"]
+    got = decode_event(json.dumps(raw))
+    assert (got.data["fixed"], got.data["comment"]) == (None, "")
+    del raw["data"]["reopens"]
+    assert decode_error(raw) == "case.rated: {'reopens': ['Missing data for required field.']}"
+
+
+@pytest.mark.parametrize("type_", ["reporter.attached", "reporter.detached"])
+def test_a_follower_is_a_reporter_of_a_known_kind(type_):
+    raw = wire(type_)
+    raw["data"]["reporter"]["kind"] = "robot"
+    assert "'reporter': {'kind': ['Must be one of:" in decode_error(raw)
+
+
+def test_an_attached_reporter_comes_with_its_report():
+    raw = wire("reporter.attached")
+    raw["data"]["report_id"] = ""
+    assert decode_error(raw) == (
+        "reporter.attached: {'report_id': ['Length must be between 1 and 64.']}"
+    )
 
 
 # -- tolerant reader --------------------------------------------------------------------------
@@ -888,8 +1250,29 @@ def test_catalogue_names_every_event_once_per_exchange():
         "supervision.opened",
         "supervision.closed",
         "case.resolved",
+        "assignment.requested",
+        "assignment.returned",
+        "case.needs_dispatch",
+        "assignment.progressed",
+        "task.created",
+        "case.verified",
+        "case.closed",
+        "case.reopened",
+        "case.rated",
+        "followup.due",
+        "reporter.attached",
+        "reporter.detached",
     }
-    assert set(PUBLIC) == {"case.assigned", "case.escalated", "case.reminded", "case.whistled"}
+    assert set(PUBLIC) == {
+        "case.assigned",
+        "case.escalated",
+        "case.reminded",
+        "case.whistled",
+        "case.progress",
+        "case.reworked",
+        "task.assigned",
+        "case.needs_dispatch",
+    }
     assert all(spec.version == 1 for spec in (*INTERNAL.values(), *PUBLIC.values()))
     assert all(spec.description for spec in (*INTERNAL.values(), *PUBLIC.values()))
 

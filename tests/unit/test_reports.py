@@ -84,7 +84,8 @@ def test_minimal_body_loads_with_defaults():
         "category": "E0101",
         "grid_code": TONGGONG,
         "description": "垃圾",
-        "reporter": {"kind": "resident", "id": "", "name": "", "phone": ""},
+        "reporter": {"kind": "resident", "id": "", "name": "", "phone": "",
+                     "webhook_url": None},
         "media_urls": [],
         "occurred_at": None,
         "severity": "normal",
@@ -248,6 +249,30 @@ def test_grid_code_must_be_6_to_24_digits(code):
     assert errors(body(grid_code=code)) == {"grid_code": ["digits only"]}
 
 
+@pytest.mark.parametrize(
+    "url", ["ftp://app.example.com/hook", "javascript:alert(1)", "not a url", "//app.example.com"]
+)
+def test_a_reporters_webhook_is_an_http_url(url):
+    assert errors(body(reporter={"kind": "app", "webhook_url": url})) == {
+        "reporter": {"webhook_url": ["Not a valid URL."]}
+    }
+
+
+def test_a_reporters_webhook_is_at_most_500_characters():
+    url = "https://app.example.com/" + "h" * 477
+    assert len(url) == 501
+    assert errors(body(reporter={"kind": "app", "webhook_url": url})) == {
+        "reporter": {"webhook_url": ["Longer than maximum length 500."]}
+    }
+    loaded = ReportBody().load(body(reporter={"kind": "app", "webhook_url": url[:500]}))
+    assert loaded["reporter"]["webhook_url"] == url[:500]
+
+
+def test_a_reporters_webhook_may_be_null():
+    loaded = ReportBody().load(body(reporter={"kind": "app", "webhook_url": None}))
+    assert loaded["reporter"]["webhook_url"] is None
+
+
 @pytest.mark.parametrize("phone", ["call me", "123", "+", "138 0000 0001 ext. 2"])
 def test_bad_phone(phone):
     assert errors(body(reporter={"kind": "grid_worker", "phone": phone})) == {
@@ -318,6 +343,7 @@ def test_summary_of_a_grid_code_report():
             "id": "gw-0001",
             "name": "邓海燕",
             "phone": "13800000001",
+            "webhook_url": None,
         },
         "media_urls": [],
         "occurred_at": None,
@@ -433,7 +459,15 @@ def test_summary_carries_media_and_the_reporter():
     raw = body(media_urls=["https://m.example.com/a.jpg"], reporter={"kind": "hotline"})
     s = summarise_raw(raw)
     assert s["media_urls"] == ["https://m.example.com/a.jpg"]
-    assert s["reporter"] == {"kind": "hotline", "id": "", "name": "", "phone": ""}
+    assert s["reporter"] == {"kind": "hotline", "id": "", "name": "", "phone": "",
+                             "webhook_url": None}
+
+
+def test_summary_carries_the_reporters_webhook():
+    hook = "https://app.example.com/hooks/r-77?token=abc"
+    s = summarise_raw(body(reporter={"kind": "app", "id": "r-77", "webhook_url": hook}))
+    assert s["reporter"] == {"kind": "app", "id": "r-77", "name": "", "phone": "",
+                             "webhook_url": hook}
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,8 @@ from services.routing.rules import (
     Assignment,
     Unroutable,
     plan_assignments,
+    requested,
+    reroute,
     route,
     route_with,
     summon,
@@ -686,6 +688,204 @@ def test_every_summon_payload_is_a_valid_assignments_added_event(level, departme
 def test_a_summon_payload_is_not_a_routed_case():
     with pytest.raises(InvalidEvent, match=r"^case\.routed: "):
         make_event("case.routed", "c-1", summon_demo(whistle()), producer="routing", at=WHISTLE_AT)
+
+
+# -- 协同 and manual dispatch: requested --------------------------------------------------------
+
+REQUEST_AT = MONDAY_0900 + timedelta(hours=1)  # Mon 10:00 Beijing
+# E0402's first step keeps the catalogue's deadlines: 30m, and 4wh from 10:00 (lunch 12–14)
+FIRST_STEP_DUE = (sh(2026, 11, 23, 10, 30), sh(2026, 11, 23, 16))
+
+
+def request(department: str = "traffic", role: str = "assist", kind: str = "assist",
+            requested_by: str = "fire", note: str = "需要拖车") -> dict[str, Any]:
+    """An assignment.requested payload as intake emits it."""
+    return {"department": department, "role": role, "kind": kind,
+            "requested_by": requested_by, "note": note, "at": REQUEST_AT}
+
+
+def request_demo(req: dict[str, Any], routed: dict[str, Any] | None = None, *,
+                 snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
+    routed = routed or route_demo("E0402")
+    return requested(req, case=routed["case"], snapshot=snapshot or routed["policy"],
+                     calendar=ref().calendar, at=REQUEST_AT)
+
+
+def test_an_assisting_department_gets_the_first_steps_deadlines():
+    routed = route_demo("E0402")
+    added = request_demo(request(), routed)
+    assert added == {
+        "reason": "assist",
+        "requested_by": "fire",
+        "note": "需要拖车",
+        "assignments": [Assignment("traffic", "assist", *FIRST_STEP_DUE, "30m", "4wh").as_dict()],
+        "case": routed["case"],
+        "added_at": REQUEST_AT,
+    }
+
+
+def test_a_lead_dispatched_by_hand_is_a_manual_addition():
+    added = request_demo(request("housing", "lead", "manual", "community:511802001001:胡涛", ""))
+    assert (added["reason"], added["requested_by"], added["note"]) == (
+        "manual", "community:511802001001:胡涛", ""
+    )
+    assert [(a["department"], a["role"]) for a in added["assignments"]] == [("housing", "lead")]
+
+
+def test_a_request_without_a_note_adds_with_an_empty_note():
+    req = request()
+    del req["note"]
+    assert request_demo(req)["note"] == ""
+
+
+def test_requested_reads_the_deadlines_from_the_case_snapshot():
+    routed = route_demo("E0402")
+    snapshot = copy.deepcopy(routed["policy"])
+    snapshot["steps"][0] |= {"report_in": "1h", "resolve": "2h"}
+    [a] = request_demo(request(), routed, snapshot=snapshot)["assignments"]
+    assert (a["report_in_due"], a["resolve_due"], a["report_in"], a["resolve"]) == (
+        sh(2026, 11, 23, 11), sh(2026, 11, 23, 12), "1h", "2h"
+    )
+
+
+@pytest.mark.parametrize(("role", "kind"), [("assist", "assist"), ("lead", "manual"),
+                                            ("assist", "manual")])
+def test_every_requested_payload_is_a_valid_assignments_added_event(role, kind):
+    added = request_demo(request(role=role, kind=kind))
+    event = make_event("assignments.added", "c-1", added, producer="routing", at=REQUEST_AT)
+    assert (event.data["reason"], event.data["assignments"][0]["role"]) == (kind, role)
+    assert (event.data["level"], event.data["by"], event.data["whistler"]) == (None, None, None)
+
+
+# -- returns (退单): reroute ---------------------------------------------------------------------
+
+
+def returned(department: str = "fire", role: str = "lead",
+             reason_code: str = "needs_other_department", note: str = "应由交警处理"
+             ) -> dict[str, Any]:
+    """An assignment.returned payload as intake emits it."""
+    return {"department": department, "role": role, "reason_code": reason_code, "note": note,
+            "actor": f"{department}-desk", "at": REQUEST_AT}
+
+
+def reroute_demo(ret: dict[str, Any], ever: tuple[str, ...] | None = None,
+                 category: str = "E0402", catalogue: Catalogue | None = None
+                 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Reroute a return on a routed demo case; ``ever``: the departments ever on it
+    (by default those routed). Returns the event type, its payload and the routing."""
+    r = ref()
+    routed = route_demo(category)
+    on_case = [a["department"] for a in routed["assignments"]] if ever is None else list(ever)
+    type_, payload = reroute(
+        ret, catalogue=catalogue or r.catalogue, case=routed["case"], ever_on_case=on_case,
+        snapshot=routed["policy"], start_tier=routed["tier"], calendar=r.calendar,
+        at=REQUEST_AT,
+    )
+    return type_, payload, routed
+
+
+def test_a_returned_lead_goes_to_the_next_candidate_not_yet_on_the_case():
+    type_, added, routed = reroute_demo(returned())  # fire, police, urban_mgmt on the case
+    assert type_ == "assignments.added"
+    assert added == {
+        "reason": "reroute",
+        "requested_by": "routing",
+        "note": "fire returned it: needs_other_department (应由交警处理)",
+        "assignments": [Assignment("traffic", "lead", *FIRST_STEP_DUE, "30m", "4wh").as_dict()],
+        "replaces": "fire",
+        "case": routed["case"],
+        "added_at": REQUEST_AT,
+    }
+
+
+def test_a_department_that_was_ever_on_the_case_is_skipped():
+    # traffic took it over earlier and returned it too: housing is next
+    _, added, _ = reroute_demo(returned("traffic"), ("fire", "police", "urban_mgmt", "traffic"))
+    assert [(a["department"], a["role"]) for a in added["assignments"]] == [("housing", "lead")]
+    assert added["replaces"] == "traffic"
+
+
+def test_candidates_come_in_catalogue_order_from_the_lead():
+    # only the lead was on the case: its first assisting department is next
+    _, added, _ = reroute_demo(returned(), ("fire",))
+    assert [a["department"] for a in added["assignments"]] == ["police"]
+
+
+def test_a_returned_assisting_department_is_replaced_by_an_assisting_one():
+    _, added, _ = reroute_demo(returned("police", "assist", "not_our_responsibility", ""))
+    assert [(a["department"], a["role"]) for a in added["assignments"]] == [("traffic", "assist")]
+    assert added["note"] == "police returned it: not_our_responsibility"
+
+
+def test_a_summoned_department_that_returns_is_replaced_as_an_assist():
+    ever = ("fire", "police", "urban_mgmt", "sanitation")  # a whistle summoned sanitation
+    _, added, _ = reroute_demo(returned("sanitation", "summoned", "cannot_handle", ""), ever)
+    assert [(a["department"], a["role"]) for a in added["assignments"]] == [("traffic", "assist")]
+    assert added["replaces"] == "sanitation"
+
+
+def test_when_no_candidate_is_left_the_tier_owner_dispatches_by_hand():
+    ret = returned("sanitation", "lead", "not_our_responsibility", "")
+    type_, payload, routed = reroute_demo(ret, ("sanitation", "urban_mgmt"), category="E0101")
+    assert type_ == "case.needs_dispatch"
+    assert payload == {
+        "returned": ret,
+        "tier": routed["tier"],
+        "reason": "sanitation returned it (not_our_responsibility) and no other department of "
+                  "the catalogue is left: dispatch by hand",
+        "case": routed["case"],
+        "at": REQUEST_AT,
+    }
+    assert (payload["tier"]["tier"], payload["tier"]["code"]) == ("compound", "511802001001101")
+
+
+def test_a_category_without_alternates_has_nobody_once_its_own_departments_were_on_it():
+    type_, payload, routed = reroute_demo(returned("utilities"), category="E0102")
+    assert type_ == "case.needs_dispatch"
+    assert payload["tier"] == routed["tier"]
+    assert payload["tier"]["tier"] == "area"  # E0102 starts at the area
+
+
+def test_the_alternates_of_a_category_follow_its_assisting_departments():
+    # E0101: sanitation leads alone; urban_mgmt is its alternate
+    _, added, _ = reroute_demo(returned("sanitation"), ("sanitation",), category="E0101")
+    assert [(a["department"], a["role"]) for a in added["assignments"]] == [("urban_mgmt",
+                                                                             "lead")]
+
+
+def test_a_category_the_catalogue_does_not_know_has_no_candidates():
+    empty = Catalogue("empty", ref().catalogue.departments, {})
+    type_, _, _ = reroute_demo(returned(), ("fire",), catalogue=empty)
+    assert type_ == "case.needs_dispatch"
+
+
+def test_the_returned_payload_is_copied_into_the_needs_dispatch():
+    ret = returned("sanitation", "lead", "other", "")
+    _, payload, _ = reroute_demo(ret, ("sanitation", "urban_mgmt"), category="E0101")
+    ret["note"] = "changed"
+    assert payload["returned"]["note"] == ""
+
+
+@pytest.mark.parametrize(
+    ("ret", "ever", "category", "expected"),
+    [
+        (returned(), None, "E0402", "assignments.added"),
+        (returned("sanitation", "summoned", "duplicate", ""),
+         ("fire", "police", "urban_mgmt", "sanitation"), "E0402", "assignments.added"),
+        (returned("sanitation", "lead", "wrong_location", "地址错了"), ("sanitation",
+                                                                      "urban_mgmt"),
+         "E0101", "case.needs_dispatch"),
+    ],
+)
+def test_every_reroute_payload_is_a_valid_event(ret, ever, category, expected):
+    type_, payload, _ = reroute_demo(ret, ever, category)
+    assert type_ == expected
+    event = make_event(type_, "c-1", payload, producer="routing", at=REQUEST_AT)
+    assert event.type == expected
+    if expected == "assignments.added":
+        assert event.data["replaces"] == ret["department"]
+    else:
+        assert event.data["returned"]["reason_code"] == ret["reason_code"]
 
 
 # -- what cannot be routed -------------------------------------------------------------------

@@ -519,16 +519,19 @@ def test_a_reworked_assignment_goes_back_to_dispatched_and_reopens_the_case():
     )
     assert fire.dispatched_at == minutes(2)
     assert case.state == CaseState.DISPATCHED
-    assert case.pending_events == [("assignment.reopened", {
-        "department": "fire", "reason": "通道仍被占用", "at": minutes(90),
-    })]
+    assert case.pending_events == [
+        ("assignment.reopened", {"department": "fire", "reason": "通道仍被占用",
+                                 "at": minutes(90)}),
+        ("case.reopened", {"cause": "operator", "reason": "通道仍被占用",
+                           "departments": ["fire"], "at": minutes(90)}),
+    ]
     [entry] = case.new_entries
     assert (entry.kind, entry.actor, entry.reason) == (
         "reopened", "community:511802001001:胡涛", "fire reworks: 通道仍被占用"
     )
-    assert entry.data == {"department": "fire", "reworks": 1, "case_was_resolved": True}
-    make_event("assignment.reopened", CASE_ID, case.pending_events[0][1], producer="intake",
-               at=minutes(90))
+    assert entry.data == {"department": "fire", "reworks": 1}
+    for type_, data in case.pending_events:
+        make_event(type_, CASE_ID, data, producer="intake", at=minutes(90))
 
 
 def test_rework_of_one_of_several_resolved_assignments_leaves_the_case_in_progress():
@@ -538,12 +541,40 @@ def test_rework_of_one_of_several_resolved_assignments_leaves_the_case_in_progre
     assert [a.state for a in case.assignments] == ["resolved", "dispatched", "resolved"]
 
 
-def test_rework_on_an_open_case_says_the_case_was_not_resolved():
+def test_rework_on_an_open_case_reopens_the_assignment_but_not_the_case():
     case = acknowledged_case()
     resolve(case, "fire")
+    fresh(case)
     reopen(case, "fire", operator("community"))
-    assert case.new_entries[-1].data["case_was_resolved"] is False
+    assert event_types(case) == ["assignment.reopened"]
+    assert case.new_entries[-1].data == {"department": "fire", "reworks": 1}
     assert case.state == CaseState.DISPATCHED  # fire dispatched, the others acknowledged
+
+
+def close(case: Case, at: datetime | None = None) -> None:
+    """The cell's grid worker passes the resolved case on site (核查): it is closed."""
+    case.verify(passed=True, by=operator("compound"), cell_code=TONGGONG, note="",
+                media_urls=["https://m.example.com/ok.jpg"], rework=[], at=at or minutes(80),
+                rating_window=timedelta(days=7), follow_up_after=timedelta(days=3))
+
+
+def test_rework_of_a_closed_case_reopens_it_for_the_operator():
+    case = resolved_case("fire", "police")
+    close(case)
+    assert (case.state, case.closed_at) == (CaseState.CLOSED, minutes(80))
+    fresh(case)
+    reopen(case, "police", operator("street"))
+    assert (case.state, case.closed_at) == (CaseState.IN_PROGRESS, None)
+    assert [(a.department, a.state) for a in case.assignments] == [("fire", "resolved"),
+                                                                   ("police", "dispatched")]
+    assert case.pending_events == [
+        ("assignment.reopened", {"department": "police", "reason": "通道仍被占用",
+                                 "at": minutes(90)}),
+        ("case.reopened", {"cause": "operator", "reason": "通道仍被占用",
+                           "departments": ["police"], "at": minutes(90)}),
+    ]
+    assert kinds(case) == ["reopened"]
+    assert case.new_entries[0].actor == "street:511802001:黄国平"
 
 
 def test_reworks_are_counted_and_the_department_works_again():
@@ -616,7 +647,9 @@ def test_a_reworked_assignment_is_not_paused():
 
 def summons(*departments: str, already: tuple[str, ...] = (), level: str = "hard",
             raise_to: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parts of an assignments.added payload for a whistle that the case reads."""
     return {
+        "reason": "whistle",
         "level": level,
         "assignments": [
             {"department": d, "role": "summoned", "report_in_due": minutes(50),
@@ -630,7 +663,7 @@ def summons(*departments: str, already: tuple[str, ...] = (), level: str = "hard
 
 def test_summoned_departments_join_the_case():
     case = fresh(dispatched_case())
-    case.summoned(summons("housing", already=("police",), raise_to=tier("district")), minutes(21))
+    case.added(summons("housing", already=("police",), raise_to=tier("district")), minutes(21))
     housing = case.assignment("housing")
     assert (housing.role, housing.state, housing.report_in_due, housing.resolve_due) == (
         "summoned", AssignmentState.PENDING, minutes(50), minutes(600)
@@ -640,7 +673,10 @@ def test_summoned_departments_join_the_case():
     [entry] = case.new_entries
     assert (entry.kind, entry.actor, entry.at) == ("summoned", "routing", minutes(21))
     assert entry.reason == "hard whistle: housing summoned; police already on the case"
-    assert entry.data["already"] == ["police"]
+    assert set(entry.data) == {"reason", "assignments", "already", "raise_to", "replaces"}
+    assert (entry.data["reason"], entry.data["already"], entry.data["replaces"]) == (
+        "whistle", ["police"], None
+    )
     assert entry.data["raise_to"]["code"] == "511802"
     assert entry.data["assignments"][0]["report_in_due"] == "2026-11-23T01:50:00+00:00"
     assert case.pending_events == []
@@ -649,15 +685,15 @@ def test_summoned_departments_join_the_case():
 def test_summoned_twice_adds_the_assignment_once():
     case = dispatched_case()
     data = summons("housing", "gas")
-    case.summoned(data, minutes(21))
-    case.summoned(data, minutes(22))
+    case.added(data, minutes(21))
+    case.added(data, minutes(22))
     assert [a.department for a in case.assignments] == [*DEPARTMENTS, "housing", "gas"]
     assert kinds(case)[-2:] == ["summoned", "summoned"]
 
 
 def test_a_summoned_department_already_on_the_case_keeps_its_assignment():
     case = acknowledged_case()
-    case.summoned(summons("fire", "housing"), minutes(21))
+    case.added(summons("fire", "housing"), minutes(21))
     fire = case.assignment("fire")
     assert (fire.role, fire.state, fire.report_in_due) == ("lead", "acknowledged",
                                                            REPORT_IN_DUE)
@@ -666,7 +702,7 @@ def test_a_summoned_department_already_on_the_case_keeps_its_assignment():
 
 def test_a_whistle_that_summons_nobody_new_says_so():
     case = dispatched_case()
-    case.summoned(summons(already=("fire", "police"), level="routine"), minutes(21))
+    case.added(summons(already=("fire", "police"), level="routine"), minutes(21))
     assert case.new_entries[-1].reason == (
         "routine whistle: nobody new summoned; fire, police already on the case"
     )
@@ -675,7 +711,7 @@ def test_a_whistle_that_summons_nobody_new_says_so():
 
 def test_a_summoned_department_is_dispatched_and_acknowledges_like_the_others():
     case = acknowledged_case()
-    case.summoned(summons("housing"), minutes(21))
+    case.added(summons("housing"), minutes(21))
     case.dispatched("housing", minutes(22), "housing.case.assigned", "m-housing")
     assert case.state == CaseState.DISPATCHED
     case.acknowledge("housing", actor="", note="", at=minutes(30))

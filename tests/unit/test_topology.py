@@ -15,6 +15,8 @@ from shared.amqp.topology import (
     DLX,
     EVENTS_EXCHANGE,
     EXCHANGES,
+    RESPONSES_EXCHANGE,
+    RESPONSES_QUEUE,
     RETRY_DELAYS_S,
     SUBSCRIPTIONS,
     UNROUTED_EXCHANGE,
@@ -56,6 +58,7 @@ def work_queue_names() -> list[str]:
         [service_queue(s) for s in SERVICES]
         + [dispatch_queue(d) for d in DEPARTMENTS]
         + [tier_queue(t) for t in TIERS]
+        + [RESPONSES_QUEUE]
     )
 
 
@@ -258,9 +261,15 @@ def test_subscriptions_name_internal_events_only():
 
 def test_subscriptions_are_the_expected_flow():
     assert {service: set(types) for service, types in SUBSCRIPTIONS.items()} == {
-        # routing routes reports and summons the departments a whistle names
-        "routing": {"case.reported", "case.whistled"},
-        # escalation runs every assignment's clocks
+        # routing routes reports, summons the departments a whistle names, plans requested
+        # departments and finds who takes a returned assignment
+        "routing": {
+            "case.reported",
+            "case.whistled",
+            "assignment.requested",
+            "assignment.returned",
+        },
+        # escalation runs every assignment's clocks, and a closed case's follow-up clock
         "escalation": {
             "case.routed",
             "assignments.added",
@@ -270,14 +279,25 @@ def test_subscriptions_are_the_expected_flow():
             "assignment.resumed",
             "assignment.reopened",
             "extension.decided",
+            "assignment.returned",
+            "case.closed",
         },
-        # notify tells departments and grid tiers
+        # notify tells departments, grid tiers and reporters
         "notify": {
             "case.routed",
             "assignments.added",
             "case.escalated",
             "case.reminded",
             "case.tier_changed",
+            "case.needs_dispatch",
+            "assignment.progressed",
+            "task.created",
+            "case.resolved",
+            "case.closed",
+            "case.reopened",
+            "reporter.attached",
+            "reporter.detached",
+            "assignment.reopened",
         },
         # intake keeps the case read model
         "intake": {
@@ -290,6 +310,8 @@ def test_subscriptions_are_the_expected_flow():
             "assignment.rescheduled",
             "supervision.opened",
             "supervision.closed",
+            "case.needs_dispatch",
+            "followup.due",
         },
     }
 
@@ -310,15 +332,28 @@ def test_intake_does_not_consume_what_it_produces():
         "assignment.reopened",
         "extension.decided",
         "case.resolved",
+        "assignment.requested",
+        "assignment.returned",
+        "assignment.progressed",
+        "task.created",
+        "case.verified",
+        "case.closed",
+        "case.reopened",
+        "case.rated",
+        "reporter.attached",
+        "reporter.detached",
     }
     assert not produced_by_intake & set(SUBSCRIPTIONS["intake"])
 
 
-def test_every_internal_event_but_case_resolved_has_a_consumer():
+def test_every_internal_event_but_the_verification_and_the_rating_has_a_consumer():
     consumed = {t for types in SUBSCRIPTIONS.values() for t in types}
-    # case.resolved has no consumer yet: it falls through to gridflow.unrouted.
-    assert set(INTERNAL) - consumed == {"case.resolved"}
-    assert routed_to(EVENTS_EXCHANGE, "case.resolved") == set()
+    # case.verified and case.rated have no consumer yet: they fall through to
+    # gridflow.unrouted (case.closed and case.reopened carry what the others act on).
+    assert set(INTERNAL) - consumed == {"case.verified", "case.rated"}
+    assert routed_to(EVENTS_EXCHANGE, "case.verified") == set()
+    assert routed_to(EVENTS_EXCHANGE, "case.rated") == set()
+    assert routed_to(EVENTS_EXCHANGE, "case.resolved") == {service_queue("notify")}
 
 
 @pytest.mark.parametrize("type_", sorted(INTERNAL))
@@ -464,6 +499,34 @@ def test_no_department_may_be_called_tier():
         Catalogue.from_dict({"departments": [{"code": "tier", "name": "层级"}], "families": []})
 
 
+# -- departments answer: gridflow.responses ------------------------------------------------------
+
+
+def test_responses_exchange_and_queue_names():
+    assert (RESPONSES_EXCHANGE, RESPONSES_QUEUE) == ("gridflow.responses", "gridflow.responses")
+
+
+def test_the_responses_queue_takes_every_departments_answers():
+    assert all_queues()[RESPONSES_QUEUE].bindings == ((RESPONSES_EXCHANGE, "#"),)
+
+
+@pytest.mark.parametrize("action", ["ack", "progress", "resolve", "return"])
+@pytest.mark.parametrize("department", ["fire", "urban_mgmt", "market_supervision"])
+def test_a_departments_answer_reaches_only_the_responses_queue(department, action):
+    assert routed_to(RESPONSES_EXCHANGE, f"{department}.{action}") == {RESPONSES_QUEUE}
+
+
+def test_answers_and_events_do_not_cross_exchanges():
+    assert routed_to(EVENTS_EXCHANGE, "fire.ack") == set()
+    assert RESPONSES_QUEUE not in routed_to(EVENTS_EXCHANGE, "case.reported")
+    assert RESPONSES_QUEUE not in routed_to(DISPATCH_EXCHANGE, "fire.case.assigned")
+
+
+def test_the_responses_queue_is_declared_even_without_departments():
+    assert RESPONSES_QUEUE in {s.name for s in queues([])}
+    assert dead_letter_queue(RESPONSES_QUEUE) in {s.name for s in queues([])}
+
+
 # -- exchanges and the unrouted safety net -------------------------------------------------------
 
 
@@ -471,12 +534,13 @@ def test_exchanges_and_their_types():
     kinds = {name: kind for name, kind, _ in EXCHANGES}
     assert kinds[EVENTS_EXCHANGE] == "topic"
     assert kinds[DISPATCH_EXCHANGE] == "topic"
+    assert kinds[RESPONSES_EXCHANGE] == "topic"
     assert kinds[DLX] == "direct"
     assert kinds[UNROUTED_EXCHANGE] == "fanout"
     assert len(kinds) == len(EXCHANGES)
 
 
-@pytest.mark.parametrize("exchange", [EVENTS_EXCHANGE, DISPATCH_EXCHANGE])
+@pytest.mark.parametrize("exchange", [EVENTS_EXCHANGE, DISPATCH_EXCHANGE, RESPONSES_EXCHANGE])
 def test_unroutable_messages_are_kept_not_dropped(exchange):
     args = {name: a for name, _, a in EXCHANGES}[exchange]
     assert args == {"alternate-exchange": UNROUTED_EXCHANGE}
@@ -536,3 +600,5 @@ def test_declare_declares_durable_exchanges_then_queues_with_their_bindings():
     assert ("dispatch.tier.street", "gridflow.dispatch", "tier.street.#") in [
         c[1] for c in bind_calls
     ]
+    assert ("gridflow.responses", "gridflow.responses", "#") in [c[1] for c in bind_calls]
+    assert ("gridflow.responses", "topic") in [c[1] for c in exchange_calls]
