@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from werkzeug.wrappers import Request
 
 from shared.amqp.topology import RESPONSES_QUEUE
@@ -25,7 +25,7 @@ from . import bodies, views
 from .access import load, load_many
 from .cases import Case, Task, TransitionError
 from .loop import _who
-from .store import tasks
+from .store import assignments, tasks
 
 if TYPE_CHECKING:
     from nameko.dependency_providers import Config
@@ -185,6 +185,24 @@ class LoopApi:
             c.finish_task(task, by=body["by"], note=body["note"], at=now)
 
         return self._act(case_id, act)
+
+    @json_http("GET", "/api/v1/departments/stats")
+    def department_stats(self, request: Request) -> dict[str, Any]:
+        """Per department: assignments, returns (退单) and reworks (返工) counted."""
+        a = assignments
+        with self.db.read() as s:
+            rows = s.execute(
+                select(a.c.department, func.count(),
+                       func.sum(case((a.c.state == "returned", 1), else_=0)),
+                       func.sum(a.c.reworks))
+                .group_by(a.c.department).order_by(a.c.department)
+            ).all()
+        names = self.ref.catalogue.departments
+        return {"departments": [
+            {"department": d, "name": names[d].name if d in names else "",
+             "assignments": n, "returned": int(r or 0), "reworks": int(w or 0)}
+            for d, n, r, w in rows
+        ]}
 
     # -- the public ------------------------------------------------------------------------
     @json_http("GET", "/api/v1/public/cases/<case_id>")

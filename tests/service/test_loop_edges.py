@@ -108,6 +108,11 @@ def test_a_return_with_no_candidate_left_waits_for_the_tier_owner_who_dispatches
         for a in c["assignments"]))
     assert _a(case, "urban_mgmt")["role"] == "lead" and case["awaiting_dispatch"] is None
     assert "dispatched_by_hand" in [t["kind"] for t in case["timeline"]]
+    stats = {d["department"]: d for d in api.get("/api/v1/departments/stats").json()[
+        "departments"]}
+    assert (stats["police"]["assignments"], stats["police"]["returned"]) == (1, 1)
+    assert stats["urban_mgmt"]["returned"] == 0
+    assert stats["police"]["name"] == "区公安分局（辖区派出所）"
 
 
 def test_the_lead_asks_another_department_to_assist(system: dict, api: Any) -> None:
