@@ -28,6 +28,7 @@ from shared.config import PROJECT_ROOT, http_address  # noqa: E402
 from shared.logs import logging_config  # noqa: E402
 
 DEFAULT_CONFIG = PROJECT_ROOT / "deploy" / "config" / "gridflow.yaml"
+START_GRACE_S = 10.0
 
 
 def load_config(path: Path) -> dict:
@@ -60,25 +61,50 @@ def main(argv: list[str] | None = None) -> None:
         logging_config(args.service, os.environ.get("GRIDFLOW_LOG_LEVEL", "INFO"))
     )
     log = logging.getLogger("gridflow")
-    log.info("starting", extra={"pid": os.getpid()})
     sys.exit(run(service_class(args.service), config, log))
 
 
 def run(cls: type, config: dict, log: logging.Logger) -> int:
-    """Run until SIGTERM or Ctrl-C (graceful stop); a second signal kills at once."""
+    """Run until SIGTERM or Ctrl-C (graceful stop); a second signal kills at once.
+
+    A stop asked for while the service is still starting waits until it has started:
+    nameko cannot stop consumers that are half way through connecting, and hangs. A start
+    that does not finish within START_GRACE_S of the signal (no broker) is killed; nothing
+    is lost by that: unacked messages return to their queues, the outbox stays.
+    """
     runner = ServiceRunner(config)
     runner.add_service(cls)
     signals = 0
+    started = False
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal signals
         signals += 1
-        log.info("stopping" if signals == 1 else "killing", extra={"signal": signum})
-        eventlet.spawn_n(runner.stop if signals == 1 else runner.kill)
+        if signals > 1:
+            log.info("killing", extra={"signal": signum})
+            eventlet.spawn_n(runner.kill)
+        elif started:
+            log.info("stopping", extra={"signal": signum})
+            eventlet.spawn_n(runner.stop)
+        else:
+            log.info("stopping once started", extra={"signal": signum,
+                                                     "give_up_after_s": START_GRACE_S})
+            eventlet.spawn_after(START_GRACE_S, kill_if_not_started)
+
+    def kill_if_not_started() -> None:
+        if not started:
+            log.warning("still not started (is the broker reachable?); exiting")
+            logging.shutdown()
+            os._exit(1)  # start() cannot be interrupted; nothing started, nothing to lose
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    log.info("starting", extra={"pid": os.getpid()})
     runner.start()
+    started = True
+    if signals == 1:
+        log.info("stopping")
+        eventlet.spawn_n(runner.stop)
     try:
         runner.wait()
     except Exception:

@@ -721,14 +721,20 @@ def make_event(
     )
 
 
-def decode_event(body: bytes | str, *, public: bool = False) -> Event:
-    """Parse and validate a message body. Raises InvalidEvent naming what is wrong."""
+def json_object(body: bytes | str) -> dict[str, Any]:
+    """A message body as a JSON object, or InvalidEvent saying why it is not one."""
     try:
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidEvent(f"body is not JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise InvalidEvent("body is not a JSON object")
+    return raw
+
+
+def decode_event(body: bytes | str, *, public: bool = False) -> Event:
+    """Parse and validate a message body. Raises InvalidEvent naming what is wrong."""
+    raw = json_object(body)
     try:
         env = EnvelopeSchema().load(raw)
     except ValidationError as exc:

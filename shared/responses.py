@@ -12,13 +12,19 @@ inbox) handles it like any other message.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from shared.events import MAX_DESCRIPTION, MAX_MEDIA, RETURN_REASONS, Event, InvalidEvent
+from shared.events import (
+    MAX_DESCRIPTION,
+    MAX_MEDIA,
+    RETURN_REASONS,
+    Event,
+    InvalidEvent,
+    json_object,
+)
 
 NOT_BLANK = validate.Regexp(r"\s*\S", error="must not be blank")
 ACTIONS = ("ack", "progress", "resolve", "return")
@@ -79,12 +85,7 @@ def decode_response(body: bytes, routing_key: str, message_id: str | None) -> Ev
                            f"one of {', '.join(ACTIONS)}")
     if not message_id or len(message_id) > 64:
         raise InvalidEvent("message_id is required (1–64 characters): responses are deduped on it")
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidEvent(f"body is not JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise InvalidEvent("body is not a JSON object")
+    raw = json_object(body)
     case_id = raw.pop("case_id", None)
     if not isinstance(case_id, str) or not 0 < len(case_id) <= 64:
         raise InvalidEvent("case_id: a case id is required")

@@ -9,9 +9,9 @@ the catalogue (the cell's grid worker, whether a category may be reopened) and p
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .model import Assignment, AssignmentState, CaseState, TransitionError, plain
+from .model import Assignment, AssignmentState, CaseCore, CaseState, TransitionError, plain, who
 
 RETURN_LABELS = {
     "not_our_responsibility": "不属本部门职责",
@@ -46,38 +46,16 @@ class Task:
         return int(self._pk)  # type: ignore[attr-defined]  # mapped by the store
 
 
-def _who(by: dict[str, Any]) -> str:
-    return f"{by['tier']}:{by.get('code', '')}:{by['name']}"
-
-
-class ClosedLoop:
+class ClosedLoop(CaseCore):
     """Methods of ``Case`` for coordinated disposal and the loop back to the reporter."""
 
-    case_id: str
-    state: str
-    category: str
-    grid_code: str
-    assignments: list[Assignment]
     tasks: list[Task]
-    reporter: dict[str, Any]
     followers: list[dict[str, Any]]
     duplicate_of: str | None
     awaiting_dispatch: str
     closed_at: datetime | None
     rate_until: datetime | None
     ratings: list[dict[str, Any]]
-
-    if TYPE_CHECKING:
-        def record(self, at: datetime, kind: str, *, actor: str = "", reason: str = "",
-                   data: dict[str, Any] | None = None) -> None: ...
-        def assignment(self, department: str) -> Assignment | None: ...
-        def _own_assignment(self, department: str) -> Assignment: ...
-        def _derive_state(self) -> None: ...
-        def _require_open(self) -> None: ...
-        def _check_node(self, by: dict[str, Any], node_code: str) -> None: ...
-        def _rework(self, department: str, reason: str, actor: str, at: datetime) -> None: ...
-        @property
-        def pending_events(self) -> list[tuple[str, dict[str, Any]]]: ...
 
     def _default_rework(self) -> list[str]:
         """Who works again when nobody is named: the lead, else every department on it."""
@@ -225,9 +203,9 @@ class ClosedLoop:
         if passed:
             self.closed_at, self.rate_until = at, at + rating_window
             self.state = CaseState.CLOSED
-            self.record(at, "verified", actor=_who(by), reason="passed on site"
+            self.record(at, "verified", actor=who(by), reason="passed on site"
                         + (f": {note}" if note else ""), data={"media_urls": list(media_urls)})
-            self.record(at, "closed", actor=_who(by), reason="结案: verified on site")
+            self.record(at, "closed", actor=who(by), reason="结案: verified on site")
             self.pending_events.append(("case.verified", {
                 "passed": True, "by": by, "note": note, "media_urls": list(media_urls),
                 "rework": [], "at": at}))
@@ -242,12 +220,12 @@ class ClosedLoop:
                        if (a := self.assignment(d)) is None or a.state != AssignmentState.RESOLVED]
             if unknown:
                 raise TransitionError(f"not resolved on this case: {', '.join(unknown)}")
-            self.record(at, "verification_failed", actor=_who(by), reason=note,
+            self.record(at, "verification_failed", actor=who(by), reason=note,
                         data={"media_urls": list(media_urls), "rework": departments})
             self.pending_events.append(("case.verified", {
                 "passed": False, "by": by, "note": note, "media_urls": list(media_urls),
                 "rework": departments, "at": at}))
-            self._reopen_for(departments, "verification", note, _who(by), at)
+            self._reopen_for(departments, "verification", note, who(by), at)
         if task is not None:
             task.state, task.done_at = Task.DONE, at
             task.result = {"passed": passed, "note": note, "by": dict(by)}
@@ -300,7 +278,7 @@ class ClosedLoop:
         if by.get("code") != task.assignee_code:
             raise TransitionError(f"task {task.id} is for {task.assignee_code}")
         task.state, task.done_at, task.result = Task.DONE, at, {"note": note, "by": dict(by)}
-        self.record(at, "followed_up", actor=_who(by), reason=note or "回访 done")
+        self.record(at, "followed_up", actor=who(by), reason=note or "回访 done")
 
     def _reopen_for(self, departments: list[str], cause: str, reason: str, actor: str,
                     at: datetime) -> None:

@@ -22,9 +22,9 @@ from shared.grid import CANONICAL_LEVELS
 from shared.responses import RESPONSE_PREFIX, decode_response
 
 from . import bodies, views
-from .access import load, load_many
+from .access import load
 from .cases import Case, Task, TransitionError
-from .loop import _who
+from .model import who
 from .store import assignments, tasks
 
 if TYPE_CHECKING:
@@ -65,6 +65,9 @@ class LoopApi:
         def _act(self, case_id: str, action: Callable[[Case, Any], Any]) -> dict[str, Any]: ...
         def _node_code(self, case: Case, tier: str) -> str: ...
         def _save(self, tx: UnitOfWork, case: Case, now: Any) -> None: ...
+        def _apply(self, events: list[Event], consumer: str,
+                   apply: Callable[[Case, Event, Any], None],
+                   refused: type[Exception]) -> None: ...
 
     @property
     def settings(self) -> Settings:
@@ -92,20 +95,9 @@ class LoopApi:
         """A department's ack / progress / resolve / return over AMQP. One the case refuses
         (the wrong department or state: what HTTP answers with 409) is dead-lettered with
         the reason."""
-        now = self.clock.now()
-        with self.db.transaction() as tx:
-            fresh = tx.fresh(events, "intake.on_response")
-            loaded = load_many(tx.session, {ev.case_id for ev in fresh})
-            for ev in fresh:
-                case = loaded.get(ev.case_id)
-                if case is None:
-                    raise PoisonEvent(f"404: no case {ev.case_id}")
-                action = ev.type.removeprefix(RESPONSE_PREFIX)
-                try:
-                    DEPARTMENT_ACTIONS[action](case, ev.data["department"], ev.data, now)
-                except TransitionError as exc:
-                    raise PoisonEvent(f"409: {exc}") from exc
-                self._save(tx, case, now)
+        self._apply(events, "intake.on_response", lambda case, ev, now: DEPARTMENT_ACTIONS[
+            ev.type.removeprefix(RESPONSE_PREFIX)](case, ev.data["department"], ev.data, now),
+            PoisonEvent)
 
     # -- 协同 and manual dispatch ----------------------------------------------------------
     @json_http("POST", "/api/v1/cases/<case_id>/assignments")
@@ -124,7 +116,7 @@ class LoopApi:
                                           f"{c.tier}")
                 c._check_node(by, self._node_code(c, by["tier"]))
             c.request_department(body["department"], role=body["role"],
-                                 requested_by=body.get("by_department") or _who(by or {}),
+                                 requested_by=body.get("by_department") or who(by or {}),
                                  by_department=body.get("by_department"), note=body["note"],
                                  at=now)
 

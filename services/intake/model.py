@@ -4,7 +4,7 @@ error, timeline entries and assignments. Pure domain code."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 class CaseState:
@@ -93,3 +93,36 @@ def plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
+
+
+def who(by: dict[str, Any]) -> str:
+    """An operator as a timeline actor: ``<tier>:<node code>:<name>``."""
+    return f"{by['tier']}:{by.get('code', '')}:{by['name']}"
+
+
+class CaseCore:
+    """What the case's rule mixins (``tiered``, ``loop``) rely on ``cases.Case`` to have."""
+
+    case_id: str
+    state: str
+    category: str
+    grid_code: str
+    tier: str | None
+    tier_code: str | None
+    escalations: int
+    reporter: dict[str, Any]
+    assignments: list[Assignment]
+
+    if TYPE_CHECKING:
+        def record(self, at: datetime, kind: str, *, actor: str = "", reason: str = "",
+                   data: dict[str, Any] | None = None) -> None: ...
+        def assignment(self, department: str) -> Assignment | None: ...
+        def _own_assignment(self, department: str) -> Assignment: ...
+        def _derive_state(self) -> None: ...
+        def _require_open(self) -> None: ...
+        def _check_node(self, by: dict[str, Any], node_code: str) -> None: ...
+        def _rework(self, department: str, reason: str, actor: str, at: datetime) -> None: ...
+        def _reopen_for(self, departments: list[str], cause: str, reason: str, actor: str,
+                        at: datetime) -> None: ...
+        @property
+        def pending_events(self) -> list[tuple[str, dict[str, Any]]]: ...

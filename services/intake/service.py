@@ -38,8 +38,8 @@ from . import bodies, reports, views
 from .access import load, load_many, optional_json
 from .cases import Case, CaseState, Extension, TransitionError
 from .duplicates import Candidate, nearest, place_of
-from .loop import _who
 from .loop_api import LoopApi
+from .model import who
 from .store import Base, Inbox, Outbox, Report, cases
 
 RPC_TIMEOUT_S = 10.0
@@ -188,7 +188,7 @@ class IntakeService(LoopApi):
             case = loaded.get(case_id)
             if case is None:
                 raise NotFound({"case_id": [f"no case {case_id}"]})
-            actor = _who(body["by"])
+            actor = who(body["by"])
             try:
                 case._check_node(body["by"], self._node_code(case, body["by"]["tier"]))
                 case.unlink(actor=actor, reason=body["reason"], at=now)
@@ -430,19 +430,29 @@ class IntakeService(LoopApi):
     # -- the pipeline tells intake what happened -------------------------------------------
     @event_handler(*PIPELINE, "followup.due")
     def on_pipeline(self, events: list[Event]) -> None:
+        def apply(case: Case, ev: Event, now: Any) -> None:
+            if ev.type == "followup.due":
+                case.follow_up_due(self._cell_of(case), ev.data["due_at"])
+            else:
+                PIPELINE[ev.type](case, ev.data)
+
+        # a TransitionError here means an event overtook its cause (dispatched before routed)
+        self._apply(events, "intake.on_pipeline", apply, RetryLater)
+
+    def _apply(self, events: list[Event], consumer: str,
+               apply: Callable[[Case, Event, Any], None], refused: type[Exception]) -> None:
+        """Apply fresh events to their cases in one transaction; a case that refuses an
+        event raises ``refused`` (retry it later, or dead-letter it)."""
         now = self.clock.now()
         with self.db.transaction() as tx:
-            fresh = tx.fresh(events, "intake.on_pipeline")
+            fresh = tx.fresh(events, consumer)
             loaded = load_many(tx.session, {ev.case_id for ev in fresh})
             for ev in fresh:
                 case = loaded.get(ev.case_id)
                 if case is None:
-                    raise PoisonEvent(f"{ev.type} for unknown case {ev.case_id}")
+                    raise PoisonEvent(f"404: {ev.type} for unknown case {ev.case_id}")
                 try:
-                    if ev.type == "followup.due":
-                        case.follow_up_due(self._cell_of(case), ev.data["due_at"])
-                    else:
-                        PIPELINE[ev.type](case, ev.data)
-                except TransitionError as exc:  # e.g. dispatched overtook a retried routed
-                    raise RetryLater(f"{ev.type}: {exc}") from exc
+                    apply(case, ev, now)
+                except TransitionError as exc:
+                    raise refused(f"409: {ev.type}: {exc}") from exc
                 self._save(tx, case, now)

@@ -12,11 +12,11 @@ grid nodes the shell resolves (an operator names their tier and node code):
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared.grid import CANONICAL_LEVELS
 
-from .model import Assignment, AssignmentState, TransitionError, plain
+from .model import AssignmentState, CaseCore, TransitionError, plain, who
 
 WHISTLE_TIERS = ("community", "street")
 
@@ -48,33 +48,10 @@ def _above(tier: str, than: str) -> bool:
     return CANONICAL_LEVELS.index(tier) < CANONICAL_LEVELS.index(than)
 
 
-def _who(by: dict[str, Any]) -> str:
-    return f"{by['tier']}:{by.get('code', '')}:{by['name']}"
-
-
-class TieredResponse:
+class TieredResponse(CaseCore):
     """Methods of ``Case`` for 分级响应. Relies on Case's attributes and helpers."""
 
-    # set by Case
-    case_id: str
-    state: str
-    tier: str | None
-    tier_code: str | None
-    escalations: int
-    assignments: list[Assignment]
     extensions: list[Extension]
-
-    if TYPE_CHECKING:
-        def record(self, at: datetime, kind: str, *, actor: str = "", reason: str = "",
-                   data: dict[str, Any] | None = None) -> None: ...
-        def assignment(self, department: str) -> Assignment | None: ...
-        def _own_assignment(self, department: str) -> Assignment: ...
-        def _derive_state(self) -> None: ...
-        def _require_open(self) -> None: ...
-        def _reopen_for(self, departments: list[str], cause: str, reason: str, actor: str,
-                        at: datetime) -> None: ...
-        @property
-        def pending_events(self) -> list[tuple[str, dict[str, Any]]]: ...
 
     # -- operators act ---------------------------------------------------------------------
     def whistle(self, *, level: str, departments: list[str], by: dict[str, Any],
@@ -89,7 +66,7 @@ class TieredResponse:
                 f"a whistle comes from a community or a street, not a {by['tier']}"
             )
         self._check_node(by, node_code)
-        self.record(at, "whistled", actor=_who(by),
+        self.record(at, "whistled", actor=who(by),
                     reason=f"{level} whistle summons {', '.join(departments)}"
                     + (f": {reason}" if reason else ""),
                     data={"level": level, "departments": departments, "by": by})
@@ -127,7 +104,7 @@ class TieredResponse:
         self._check_node(by, node_code)
         ext.state = Extension.APPROVED if approved else Extension.REFUSED
         ext.decided_at, ext.decided_by, ext.decision_note = at, dict(by), note
-        self.record(at, f"extension_{ext.state}", actor=_who(by),
+        self.record(at, f"extension_{ext.state}", actor=who(by),
                     reason=f"{ext.extend_by} for {ext.department} {ext.state}"
                     + (f": {note}" if note else ""),
                     data={"extension_id": ext.id, "department": ext.department})
@@ -149,9 +126,9 @@ class TieredResponse:
             raise TransitionError(f"rework is ordered at the case's tier ({self.tier}) or above")
         self._check_node(by, node_code)
         if self.state in ("resolved", "closed"):
-            self._reopen_for([department], "operator", reason, _who(by), at)
+            self._reopen_for([department], "operator", reason, who(by), at)
         else:
-            self._rework(department, reason, _who(by), at)
+            self._rework(department, reason, who(by), at)
 
     def _rework(self, department: str, reason: str, actor: str, at: datetime) -> None:
         """The assignment goes back to work: report in again, clocks restart (返工)."""

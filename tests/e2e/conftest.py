@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from nameko.testing.utils import find_free_port
-from processes import Processes, healthy
+from processes import Processes, declared, healthy
 
 from gridflow import SERVICES
 from support import wait_for
@@ -40,6 +40,7 @@ def system(
         procs.start(name)
     try:
         wait_for(lambda: healthy(base_url), timeout=30, what="intake health")
+        wait_for(lambda: declared(amqp_uri_pika), timeout=30, what="the broker topology")
         yield procs
     except BaseException:
         print(procs.logs())

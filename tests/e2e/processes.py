@@ -69,3 +69,23 @@ def receive(amqp_uri: str, queue: str, timeout: float) -> tuple[Any, bytes]:
     raise AssertionError("unreachable")
 
 
+
+
+def declared(amqp_uri: str) -> bool:
+    """Whether every gridflow queue exists yet (the services declare them as they start)."""
+    from shared.amqp.topology import queues
+    from shared.reference import load_reference
+
+    departments = load_reference(ROOT / "deploy" / "demo").catalogue.departments
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    try:
+        for spec in queues(departments):
+            channel = conn.channel()
+            try:
+                channel.queue_declare(spec.name, passive=True)
+            except pika.exceptions.ChannelClosedByBroker:
+                return False
+            channel.close()
+        return True
+    finally:
+        conn.close()

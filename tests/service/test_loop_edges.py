@@ -138,10 +138,11 @@ def test_refused_amqp_answers_are_dead_lettered_with_the_reason_and_change_nothi
     amqp = rabbit_config["AMQP_URI"]
     case_id = _new(api, "amqp-1", "E0101")
     sent = {
-        "409: police has no assignment": ("police.ack", {"case_id": case_id}),
+        "409: response.ack: police has no assignment": ("police.ack", {"case_id": case_id}),
         "report in (ack) before resolving": ("sanitation.resolve",
                                              {"case_id": case_id, "note": "done"}),
-        "404: no case": ("sanitation.ack", {"case_id": "20991231-999999"}),
+        "404: response.ack for unknown case": ("sanitation.ack",
+                                               {"case_id": "20991231-999999"}),
         "routing key 'sanitation.explode'": ("sanitation.explode", {"case_id": case_id}),
         "case_id: a case id is required": ("sanitation.ack", {}),
         "Unknown field": ("sanitation.ack", {"case_id": case_id, "colour": "red"}),
