@@ -126,3 +126,20 @@ def case_view(api: Any, case_id: str) -> dict[str, Any]:
     r = api.get(f"/api/v1/cases/{case_id}")
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def fresh(case: Any) -> Any:
+    """Forget what a case aggregate recorded and queued so far: only what comes next counts."""
+    case.new_entries.clear()
+    case.pending_events.clear()
+    return case
+
+
+def kinds(case: Any) -> list[str]:
+    """The kinds of the timeline entries a case aggregate recorded since loaded or fresh."""
+    return [e.kind for e in case.new_entries]
+
+
+def event_types(case: Any) -> list[str]:
+    """The types of the events a case aggregate queued."""
+    return [t for t, _ in case.pending_events]

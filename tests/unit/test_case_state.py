@@ -9,6 +9,7 @@ import pytest
 
 from services.intake.cases import AssignmentState, Case, CaseState, TransitionError
 from shared.events import make_event
+from support import event_types, kinds
 
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)  # Mon 09:00 Beijing
 REPORT_IN_DUE = T0 + timedelta(minutes=30)
@@ -79,12 +80,6 @@ def resolve(case: Case, department: str, at: datetime | None = None) -> None:
     case.resolve(department, actor="", note="", media_urls=[], at=at or minutes(60))
 
 
-def kinds(case: Case) -> list[str]:
-    return [e.kind for e in case.new_entries]
-
-
-def event_types(case: Case) -> list[str]:
-    return [t for t, _ in case.pending_events]
 
 
 # -- a new case -------------------------------------------------------------------------------

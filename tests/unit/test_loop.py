@@ -15,6 +15,7 @@ from services.intake.cases import AssignmentState, Case, CaseState, Task, Transi
 from services.intake.loop import RETURN_LABELS, UNSATISFIED_SCORE
 from shared.events import RETURN_REASONS, make_event
 from shared.reference import load_reference
+from support import event_types, fresh, kinds
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "deploy" / "demo"
@@ -152,19 +153,7 @@ def added(reason: str, *departments: str, role: str = "assist", replaces: str | 
                       at=at or minutes(50)).data
 
 
-def fresh(case: Case) -> Case:
-    """Forget what was recorded and queued so far: only what comes next is inspected."""
-    case.new_entries.clear()
-    case.pending_events.clear()
-    return case
 
-
-def kinds(case: Case) -> list[str]:
-    return [e.kind for e in case.new_entries]
-
-
-def event_types(case: Case) -> list[str]:
-    return [t for t, _ in case.pending_events]
 
 
 def states(case: Case) -> list[tuple[str, str, str]]:

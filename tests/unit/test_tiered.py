@@ -12,6 +12,7 @@ import pytest
 from services.intake.cases import AssignmentState, Case, CaseState, Extension, TransitionError
 from shared.events import make_event
 from shared.reference import load_reference
+from support import event_types, fresh, kinds
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "deploy" / "demo"
@@ -96,19 +97,7 @@ def resolved_case(*departments: str) -> Case:
     return case
 
 
-def fresh(case: Case) -> Case:
-    """Forget what was recorded and queued so far: only what comes next is inspected."""
-    case.new_entries.clear()
-    case.pending_events.clear()
-    return case
 
-
-def kinds(case: Case) -> list[str]:
-    return [e.kind for e in case.new_entries]
-
-
-def event_types(case: Case) -> list[str]:
-    return [t for t, _ in case.pending_events]
 
 
 def whistle(case: Case, by: dict[str, Any], node: str | None = None, *, level: str = "hard",
