@@ -221,21 +221,17 @@ class Engine:
 
     # -- firing ----------------------------------------------------------------------------
     def claim_due(self, session: Session, now: datetime, limit: int) -> list[Clock]:
-        due: Select[Any] = (
-            select(Clock.id)
-            .where(Clock.state == rules.RUNNING, Clock.due_at <= now)
-            .order_by(Clock.due_at)
-            .limit(limit)
-        )
+        due = (Clock.state == rules.RUNNING, Clock.due_at <= now)
         if self.skip_locked:
             return list(session.scalars(
-                select(Clock).where(Clock.state == rules.RUNNING, Clock.due_at <= now)
-                .order_by(Clock.due_at).limit(limit).with_for_update(skip_locked=True)
+                select(Clock).where(*due).order_by(Clock.due_at).limit(limit)
+                .with_for_update(skip_locked=True)
             ))
         table = Clock.__table__
+        first: Select[Any] = select(Clock.id).where(*due).order_by(Clock.due_at).limit(limit)
         ids = list(session.execute(
             update(table)
-            .where(table.c.id.in_(due.scalar_subquery()), table.c.state == rules.RUNNING)
+            .where(table.c.id.in_(first.scalar_subquery()), table.c.state == rules.RUNNING)
             .values(version=table.c.version + 1)
             .returning(table.c.id)
         ).scalars())
@@ -296,15 +292,28 @@ class Engine:
         for c in due:
             by_case[c.case_id].append(c)
         moved = 0
+        opened: dict[str, list[tuple[SupervisionItem, dict[str, Any]]]] = {}
         for case_id in case_ids:
             case = cases.get(case_id)
             if case is None:
                 raise LookupError(f"clocks of case {case_id} fired but the case is unknown")
-            moved += self._fire_case(tx, case, by_case[case_id], all_clocks[case_id], items, now)
+            moved += self._fire_case(tx, case, by_case[case_id], all_clocks[case_id], items,
+                                     opened, now)
+        if opened:
+            s.flush()  # the new ledger items' ids, once for the batch
+            for case_id, new_items in opened.items():
+                self._emit(tx, "supervision.opened", case_id, {"items": [{
+                    "id": item.id, "department": item.department, "kind": item.kind,
+                    "due_at": item.due_at, "tier": tier, "at": now,
+                    "reason": rules.REASONS[item.kind],
+                } for item, tier in new_items]}, now)
         return len(claimed), moved
 
     def _fire_case(self, tx: UnitOfWork, case: CaseRow, due: list[Clock], clocks: list[Clock],
-                   items: dict[tuple[str, str, str], SupervisionItem], now: datetime) -> int:
+                   items: dict[tuple[str, str, str], SupervisionItem],
+                   opened_by_case: dict[str, list[tuple[SupervisionItem, dict[str, Any]]]],
+                   now: datetime) -> int:
+        """Fire one case's due clocks; new ledger items go to ``opened_by_case``."""
         snap, cal = case.policy, self.ref.calendar
         cell, _ = self.ref.grid.cell_for_code(case.grid_code)
         outcomes: list[tuple[Clock, rules.Outcome, datetime]] = []
@@ -316,6 +325,7 @@ class Engine:
             outcomes.append((c, o, missed_due))
         new_step = rules.case_step_after(case.step, [o for _, o, _ in outcomes])
         old_step = case.step
+        owner_tier = self.ref.grid.tier_info(cell, rules.tier_of(snap, new_step))  # 定人
         opened = []
         for c, o, missed_due in outcomes:
             from_tier = rules.tier_of(snap, c.step)
@@ -328,7 +338,6 @@ class Engine:
                                         to_tier=rules.tier_of(snap, max(o.step, new_step)),
                                         due_at=missed_due, next_due=o.due_at)
             item = items.get((case.case_id, c.department, c.kind))
-            owner_tier = self.ref.grid.tier_info(cell, rules.tier_of(snap, new_step))
             if item is None:
                 item = SupervisionItem(
                     case_id=case.case_id, department=c.department, kind=c.kind, state=OPEN,
@@ -351,7 +360,7 @@ class Engine:
                      if o.action == rules.EXHAUST]
         if new_step > old_step:
             case.escalations += 1
-            from_tier, to_tier = self._tier(case, old_step), self._tier(case, new_step)
+            from_tier, to_tier = self._tier(case, old_step), owner_tier
             case.step, case.tier, case.tier_code = new_step, to_tier["tier"], to_tier["code"]
             case.updated_at = now
             self._emit(tx, "case.escalated", case.case_id, {
@@ -375,12 +384,7 @@ class Engine:
                 "reminded_at": now,
             }, now)
         if opened:
-            tx.session.flush()  # the items' ids
-            self._emit(tx, "supervision.opened", case.case_id, {"items": [{
-                "id": item.id, "department": item.department, "kind": item.kind,
-                "due_at": item.due_at, "tier": tier, "at": now,
-                "reason": rules.REASONS[item.kind],
-            } for item, tier in opened]}, now)
+            opened_by_case[case.case_id] = opened
         return int(new_step > old_step)
 
     # -- reading -----------------------------------------------------------------------------
