@@ -131,8 +131,8 @@ class ClosedLoop(CaseCore):
     # -- returns (退单) ------------------------------------------------------------------------
     def return_assignment(self, department: str, *, reason_code: str, note: str, actor: str,
                           at: datetime) -> None:
-        a = self._own_assignment(department)
-        if a.state in (AssignmentState.RESOLVED, AssignmentState.RETURNED):
+        a = self._own_assignment(department)  # refuses one already returned
+        if a.state == AssignmentState.RESOLVED:
             raise TransitionError(f"assignment of {department} is {a.state}; "
                                   "only open work can be returned")
         role = a.role

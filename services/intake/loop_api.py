@@ -18,13 +18,12 @@ from shared.events import Event
 from shared.extensions.consumer import event_handler
 from shared.extensions.http import ApiError, NotFound, json_http, read_json
 from shared.failures import PoisonEvent
-from shared.grid import CANONICAL_LEVELS
 from shared.responses import RESPONSE_PREFIX, decode_response
 
 from . import bodies, views
 from .access import load
 from .cases import Case, Task, TransitionError
-from .model import who
+from .model import above, who
 from .store import assignments, tasks
 
 if TYPE_CHECKING:
@@ -111,7 +110,7 @@ class LoopApi:
         def act(c: Case, now: Any) -> None:
             by = body.get("by")
             if by is not None:
-                if c.tier is not None and _below(by["tier"], c.tier):
+                if c.tier is not None and above(c.tier, by["tier"]):
                     raise TransitionError(f"a {by['tier']} cannot dispatch a case at the "
                                           f"{c.tier}")
                 c._check_node(by, self._node_code(c, by["tier"]))
@@ -210,7 +209,3 @@ class LoopApi:
             cat.departments else ""
         category = cat.get(case.category)
         return views.public_view(case, agency, category.name if category else case.category)
-
-
-def _below(tier: str, than: str) -> bool:
-    return CANONICAL_LEVELS.index(tier) > CANONICAL_LEVELS.index(than)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.grid import CANONICAL_LEVELS
+
 
 class CaseState:
     REPORTED = "reported"
@@ -93,6 +95,11 @@ def plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
+
+
+def above(tier: str, than: str) -> bool:
+    """Whether grid tier ``tier`` is above ``than`` (the street is above the community)."""
+    return CANONICAL_LEVELS.index(tier) < CANONICAL_LEVELS.index(than)
 
 
 def who(by: dict[str, Any]) -> str:

@@ -14,9 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from shared.grid import CANONICAL_LEVELS
-
-from .model import AssignmentState, CaseCore, TransitionError, plain, who
+from .model import AssignmentState, CaseCore, TransitionError, above, plain, who
 
 WHISTLE_TIERS = ("community", "street")
 
@@ -42,10 +40,6 @@ class Extension:
     @property
     def id(self) -> int:
         return int(self._pk)  # type: ignore[attr-defined]  # mapped by the store
-
-
-def _above(tier: str, than: str) -> bool:
-    return CANONICAL_LEVELS.index(tier) < CANONICAL_LEVELS.index(than)
 
 
 class TieredResponse(CaseCore):
@@ -96,7 +90,7 @@ class TieredResponse(CaseCore):
         self._require_open()
         if ext.state != Extension.PENDING:
             raise TransitionError(f"extension {ext.id} was already {ext.state}")
-        if self.tier is None or not _above(by["tier"], self.tier):
+        if self.tier is None or not above(by["tier"], self.tier):
             raise TransitionError(
                 f"an extension is decided by a tier above the case's tier ({self.tier}), "
                 f"not by a {by['tier']}"
@@ -122,7 +116,7 @@ class TieredResponse(CaseCore):
         if a.state != AssignmentState.RESOLVED:
             raise TransitionError(f"only a resolved assignment can be reworked; "
                                   f"{department}'s is {a.state}")
-        if self.tier is not None and _above(self.tier, by["tier"]):
+        if self.tier is not None and above(self.tier, by["tier"]):
             raise TransitionError(f"rework is ordered at the case's tier ({self.tier}) or above")
         self._check_node(by, node_code)
         if self.state in ("resolved", "closed"):
