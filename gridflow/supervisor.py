@@ -31,13 +31,22 @@ class Child:
     log: Any = None
     started_at: float = 0.0
     crashes: deque[float] = field(default_factory=deque)
+    exits: int = 0  # every exit the supervisor restarted, however long ago
     given_up: bool = False
 
 
 class Supervisor:
-    def __init__(self, services: list[str], var_dir: Path, out: TextIO = sys.stdout) -> None:
+    def __init__(
+        self,
+        services: list[str],
+        var_dir: Path,
+        out: TextIO = sys.stdout,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``env``: the children's environment (default: this process's)."""
         self.children = [Child(s, var_dir / "log" / f"{s}.log") for s in services]
         self.out = out
+        self.env = env
         self._stopping = False
         (var_dir / "log").mkdir(parents=True, exist_ok=True)
 
@@ -46,7 +55,8 @@ class Supervisor:
 
     def start(self, child: Child) -> None:
         child.log = child.log or child.log_path.open("ab")
-        env = {**os.environ, "GRIDFLOW_SERVICE": child.name, "PYTHONUNBUFFERED": "1"}
+        base = os.environ if self.env is None else self.env
+        env = {**base, "GRIDFLOW_SERVICE": child.name, "PYTHONUNBUFFERED": "1"}
         child.proc = subprocess.Popen(
             [sys.executable, "-m", "gridflow.run_service", child.name],
             stdout=child.log,
@@ -62,11 +72,14 @@ class Supervisor:
 
     def check(self) -> None:
         """Restart children that exited; give up on one that crash-loops."""
+        if self._stopping:
+            return
         now = time.monotonic()
         for child in self.children:
             if child.given_up or child.proc is None or child.proc.poll() is None:
                 continue
             code = child.proc.returncode
+            child.exits += 1
             child.crashes.append(now)
             while child.crashes and now - child.crashes[0] > CRASH_WINDOW_S:
                 child.crashes.popleft()

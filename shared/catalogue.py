@@ -8,11 +8,12 @@ report-in and resolve deadlines as durations (see ``shared.calendar.Duration``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from shared.calendar import Duration
+from shared.failures import PoisonEvent
 from shared.grid import CANONICAL_LEVELS
 
 _DEPT_CODE = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
@@ -101,6 +102,13 @@ class Catalogue:
 
     def get(self, code: str) -> Category | None:
         return self.categories.get(code)
+
+    def check_assignments(self, assignments: Iterable[Mapping[str, Any]]) -> None:
+        """Refuse (PoisonEvent) assignments naming a department this catalogue lacks: no
+        clock or dispatch may be kept for a department nobody can answer as."""
+        unknown = sorted({str(a["department"]) for a in assignments} - set(self.departments))
+        if unknown:
+            raise PoisonEvent(f"422: departments not in the catalogue: {', '.join(unknown)}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Catalogue:

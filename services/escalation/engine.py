@@ -52,6 +52,7 @@ class Engine:
     # -- clocks come and go ----------------------------------------------------------------
     def on_routed(self, tx: UnitOfWork, ev: Event, now: datetime) -> None:
         d = ev.data
+        self.ref.catalogue.check_assignments(d["assignments"])
         snapshot = d["policy"]
         if tx.session.get(CaseRow, ev.case_id) is None:
             tx.session.add(CaseRow(
@@ -65,6 +66,7 @@ class Engine:
 
     def on_added(self, tx: UnitOfWork, ev: Event, now: datetime) -> None:
         """Departments a whistle summoned get clocks at the case's (possibly raised) step."""
+        self.ref.catalogue.check_assignments(ev.data["assignments"])
         case = tx.session.get(CaseRow, ev.case_id)
         if case is None:
             raise LookupError(f"assignments added to case {ev.case_id} before its routing")

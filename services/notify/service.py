@@ -83,6 +83,7 @@ class NotifyService:
         now = self.clock.now()
         with self.db.transaction() as tx:
             for ev in tx.fresh(events, "notify.on_routed"):
+                self.ref.catalogue.check_assignments(ev.data["assignments"])
                 snapshot = tx.session.merge(CaseSnapshot(
                     case_id=ev.case_id, summary=_SUMMARY.dump(ev.data["case"]),
                     tier=ev.data["tier"], lead=dispatch.lead_of(ev.data["assignments"]),
@@ -99,6 +100,7 @@ class NotifyService:
         now = self.clock.now()
         with self.db.transaction() as tx:
             for ev in tx.fresh(events, "notify.on_added"):
+                self.ref.catalogue.check_assignments(ev.data["assignments"])
                 snapshot = self._snapshot(tx, ev)
                 snapshot.lead = dispatch.lead_after(snapshot.lead, ev.data)
                 snapshot.updated_at = now
