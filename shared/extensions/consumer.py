@@ -51,6 +51,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 Decoder = Callable[[Any], Event]
+# What acking on a connection that broke raises (py-amqp, or the socket itself).
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    AmqpConnectionError, OSError,
+)
 
 
 def decode_message(message: Any) -> Event:
@@ -139,10 +143,24 @@ class EventQueueConsumer(QueueConsumer):
         handler.add(event, message)
 
     def ack(self, message: Any) -> None:
-        self.ack_message(message)
+        self._settle(self.ack_message, message, "ack")
 
     def requeue(self, message: Any) -> None:
-        self.requeue_message(message)
+        self._settle(self.requeue_message, message, "requeue")
+
+    @staticmethod
+    def _settle(how: Callable[[Any], None], message: Any, what: str) -> None:
+        """Ack or requeue; if the connection it came on is gone, the broker has already
+        put the message back and redelivers it (the inbox drops it if it was handled).
+        Raising here would kill the container: nameko treats it as a dead worker thread."""
+        try:
+            how(message)
+        except CONNECTION_LOST as exc:
+            log.warning(
+                f"cannot {what}: the connection is gone; the broker redelivers the message",
+                extra={"error": repr(exc),
+                       "message_id": (message.properties or {}).get("message_id")},
+            )
 
     def _republish(
         self, message: Any, exchange: str, routing_key: str, headers: dict[str, Any]
@@ -311,7 +329,7 @@ class EventHandler(Entrypoint):
                 )
             else:
                 qc.retry(self.queue_name, message, attempts, reason)
-        except AmqpConnectionError:
+        except CONNECTION_LOST:
             pass  # the channel is gone; the broker redelivers the message
 
 
