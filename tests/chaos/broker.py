@@ -1,0 +1,131 @@
+"""A RabbitMQ server of the chaos run's own: restarting it harms nobody else.
+
+The machine's RabbitMQ serves every other test and service; stopping it under them, or
+waiting minutes while it recovers thousands of test vhosts, is not what a chaos run should
+do. This starts a second node from the same installation, on free ports, with its data in a
+throwaway directory, and can stop and start it whole (or kill -9 it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pika
+import pika.exceptions
+import requests
+
+AUTH = ("guest", "guest")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateBroker:
+    def __init__(self) -> None:
+        self.amqp_port, self.api_port, self.dist_port = _free_port(), _free_port(), _free_port()
+        self.node = f"gridflow-chaos-{self.amqp_port}@localhost"
+        self.dir = Path(tempfile.mkdtemp(prefix="gridflow-rabbit-"))
+        (self.dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.local = 127.0.0.1:{self.amqp_port}\n"
+            f"management.tcp.port = {self.api_port}\n"
+            "management.tcp.ip = 127.0.0.1\n"
+            "loopback_users = none\n"
+        )
+        (self.dir / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        shutil.chown(self.dir, "rabbitmq", "rabbitmq")
+        for f in self.dir.iterdir():
+            shutil.chown(f, "rabbitmq", "rabbitmq")
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.amqp_port}"
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq"),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_PID_FILE": str(self.dir / "pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+        }
+
+    def start(self, timeout: float = 90) -> None:
+        subprocess.run(["rabbitmq-server", "-detached"], env=self._env(), cwd=self.dir,
+                       check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"RabbitMQ node {self.node} did not start in {timeout:.0f}s; "
+                           f"see {self.dir / 'log'}")
+
+    def ready(self) -> bool:
+        try:
+            conn = pika.BlockingConnection(pika.ConnectionParameters(
+                "127.0.0.1", self.amqp_port, credentials=pika.PlainCredentials(*AUTH),
+                connection_attempts=1, socket_timeout=2))
+            conn.close()
+            return requests.get(f"{self.api}/api/overview", auth=AUTH, timeout=2).ok
+        except (pika.exceptions.AMQPError, requests.RequestException, OSError):
+            return False
+
+    def stop(self) -> None:
+        """Stop the whole node (its Erlang VM) gracefully."""
+        subprocess.run(["rabbitmqctl", "-n", self.node, "stop"], env=self._env(),
+                       capture_output=True, timeout=120)
+
+    def kill(self) -> None:
+        """kill -9 the node's VM: no goodbye to any client, no flush."""
+        pid = (self.dir / "pid").read_text().strip()
+        os.kill(int(pid), signal.SIGKILL)
+        time.sleep(0.5)
+
+    def restart(self, down_s: float, hard: bool = False) -> float:
+        """Stop (or kill) the server, wait ``down_s``, start it; seconds it was away."""
+        began = time.monotonic()
+        self.kill() if hard else self.stop()
+        time.sleep(down_s)
+        self.start()
+        return time.monotonic() - began
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def queue_stats(api: str, vhost: str) -> dict[str, dict[str, Any]]:
+    r = requests.get(f"{api}/api/queues/{vhost}", auth=AUTH, timeout=10,
+                     params={"columns": "name,messages,messages_ready,messages_unacknowledged"})
+    r.raise_for_status()
+    return {q["name"]: q for q in r.json()}
+
+
+def publish(amqp_uri: str, messages: list[tuple[str, str, bytes, pika.BasicProperties]]) -> None:
+    """Publish (exchange, routing key, body, properties) with confirms, or raise."""
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    try:
+        channel = conn.channel()
+        channel.confirm_delivery()
+        for exchange, key, body, props in messages:
+            channel.basic_publish(exchange, key, body, props, mandatory=True)
+    finally:
+        conn.close()
