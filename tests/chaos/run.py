@@ -16,7 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import ChaosRun, Plan, drop_database, fresh_database
+from databases import drop_database, fresh_database
+from harness import ChaosRun, Plan
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
