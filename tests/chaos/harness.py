@@ -189,6 +189,7 @@ class ChaosRun:
             while any(t.is_alive() for t in reporters._threads):
                 self._progress_until(time.monotonic() + 5, reporters, departments)
             reporters.join()
+            self.verdict.posting_s = time.monotonic() - posting_began
             self.say(f"posting done: {len(reporters.result.accepted):,} accepted")
             settle_began = time.monotonic()
             self._settle(reporters, departments)

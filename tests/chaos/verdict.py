@@ -36,6 +36,7 @@ class Verdict:
     crash_looped: list[str] = field(default_factory=list)
     consumer_reconnects: int = 0
     seconds: float = 0.0
+    posting_s: float = 0.0
     settled_in_s: float = 0.0
 
     @property
@@ -95,6 +96,8 @@ class Verdict:
             ("unplanned exits / crash loops",
              f"{sum(self.unplanned_exits.values())} / {len(self.crash_looped)}"),
             ("department consumer reconnects", f"{self.consumer_reconnects}"),
+            ("posting rate reached", f"{self.reports_accepted / max(self.posting_s, 1e-9):.1f}"
+                                     f" reports/s over {self.posting_s:.0f} s"),
             ("run / settle time", f"{self.seconds:.0f} s / {self.settled_in_s:.0f} s"),
             ("verdict", "PASS" if not self.problems else "FAIL"),
         ]
