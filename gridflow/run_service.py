@@ -20,15 +20,20 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import yaml  # noqa: E402
+from eventlet.event import Event  # noqa: E402
 from nameko.cli.main import setup_yaml_parser  # noqa: E402
 from nameko.runners import ServiceRunner  # noqa: E402
+from sqlalchemy import exc as sa_exc  # noqa: E402
 
 from gridflow import SERVICES  # noqa: E402
-from shared.config import PROJECT_ROOT, http_address  # noqa: E402
+from shared.config import PROJECT_ROOT, http_address, setting  # noqa: E402
 from shared.logs import logging_config  # noqa: E402
 
 DEFAULT_CONFIG = PROJECT_ROOT / "deploy" / "config" / "gridflow.yaml"
 START_GRACE_S = 10.0
+START_MAX_BACKOFF_S = 10.0  # longest wait between two starts while the database is down
+# What a start that could not reach the database raises (the store creates its tables).
+DATABASE_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
 
 def load_config(path: Path) -> dict:
@@ -67,22 +72,30 @@ def main(argv: list[str] | None = None) -> None:
 def run(cls: type, config: dict, log: logging.Logger) -> int:
     """Run until SIGTERM or Ctrl-C (graceful stop); a second signal kills at once.
 
+    A service whose database does not answer at start waits for it, trying again with a
+    backoff (up to ``GRIDFLOW_START_MAX_BACKOFF_S``), instead of exiting: a supervisor
+    restarting it at once would give up after a few exits, and the service would stay down
+    after the database came back. A signal while it waits ends it cleanly.
+
     A stop asked for while the service is still starting waits until it has started:
     nameko cannot stop consumers that are half way through connecting, and hangs. A start
     that does not finish within START_GRACE_S of the signal (no broker) is killed; nothing
     is lost by that: unacked messages return to their queues, the outbox stays.
     """
-    runner = ServiceRunner(config)
-    runner.add_service(cls)
     signals = 0
     started = False
+    runner: ServiceRunner | None = None
+    interrupted = Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal signals
         signals += 1
+        if not interrupted.ready():
+            interrupted.send()
         if signals > 1:
             log.info("killing", extra={"signal": signum})
-            eventlet.spawn_n(runner.kill)
+            if runner is not None:
+                eventlet.spawn_n(runner.kill)
         elif started:
             log.info("stopping", extra={"signal": signum})
             eventlet.spawn_n(runner.stop)
@@ -100,7 +113,26 @@ def run(cls: type, config: dict, log: logging.Logger) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("starting", extra={"pid": os.getpid()})
-    runner.start()
+    max_backoff = float(setting(config, "GRIDFLOW_START_MAX_BACKOFF_S", START_MAX_BACKOFF_S))
+    backoff = min(1.0, max_backoff)
+    while True:
+        runner = ServiceRunner(config)
+        runner.add_service(cls)
+        try:
+            runner.start()
+            break
+        except DATABASE_UNAVAILABLE as exc:
+            log.warning(
+                "database unreachable; starting again when it answers",
+                extra={"error": str(exc).splitlines()[0], "retry_in_s": backoff},
+            )
+            runner.kill()
+        with eventlet.Timeout(backoff, False):
+            interrupted.wait()
+        if interrupted.ready():
+            log.info("stopped before the database answered")
+            return 0
+        backoff = min(backoff * 2, max_backoff)
     started = True
     if signals == 1:
         log.info("stopping")

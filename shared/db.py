@@ -8,6 +8,7 @@ in one database, so table names never collide and ownership stays visible.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,20 +64,63 @@ def service_database_url(service: str, database_url: str | None, var_dir: str | 
     return f"sqlite:///{path}"
 
 
-def _green_psycopg() -> None:
-    """Let psycopg2 yield to other green threads while it waits on the server."""
+def _green_psycopg() -> bool:
+    """Let psycopg2 yield to other green threads while it waits on the server. True when
+    it does (then libpq connects asynchronously and ignores its own connect_timeout)."""
     try:
         from eventlet import patcher
     except ImportError:  # pragma: no cover - eventlet is a dependency
-        return
+        return False
     if patcher.is_monkey_patched("socket"):
         from psycogreen.eventlet import patch_psycopg
 
         patch_psycopg()
+        return True
+    return False
 
 
-def make_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> Engine:
-    """An engine for one service. ``schema`` places its tables in a PostgreSQL schema."""
+def _connect_within(engine: Engine, timeout_s: float) -> None:
+    """Give up connecting after ``timeout_s`` under eventlet.
+
+    A green psycopg2 connects asynchronously, and libpq applies ``connect_timeout`` only to
+    blocking connects: a server that accepts the TCP connection and then says nothing (a
+    partition, a hung host) would hold the request, the relay or the consumer forever. The
+    timeout is raised as the driver's OperationalError, which callers already treat as
+    "the database is unavailable" (a 503, a retry later).
+    """
+    from eventlet.timeout import Timeout
+
+    @event.listens_for(engine, "do_connect")
+    def _do_connect(dialect: Any, _rec: Any, cargs: Any, cparams: Any) -> Any:
+        timer = Timeout(timeout_s)
+        try:
+            return dialect.loaded_dbapi.connect(*cargs, **cparams)
+        except Timeout as exc:
+            if exc is not timer:
+                raise
+            raise dialect.loaded_dbapi.OperationalError(
+                f"no answer from the database server within {timeout_s:g} s"
+            ) from None
+        finally:
+            timer.cancel()
+
+
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+
+
+def make_engine(
+    url: str,
+    *,
+    schema: str | None = None,
+    pool_size: int = 10,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+) -> Engine:
+    """An engine for one service. ``schema`` places its tables in a PostgreSQL schema.
+
+    On PostgreSQL a connection attempt gives up after ``connect_timeout_s``, and TCP
+    keepalives and a user timeout find a connection whose server went silent, so a lost
+    database is an error the caller can answer (503, retry later), never a hang.
+    """
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         # One connection per process: SQLite has one writer anyway, and serialising on the
@@ -93,8 +137,23 @@ def make_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> 
     if u.get_backend_name() == "postgresql":
         if u.drivername == "postgresql":
             u = u.set(drivername="postgresql+psycopg2")
-        _green_psycopg()
-        engine = create_engine(u, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        green = _green_psycopg()
+        engine = create_engine(
+            u,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            connect_args={
+                "connect_timeout": max(1, math.ceil(connect_timeout_s)),  # blocking connects
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                "keepalives_interval": 10,
+                "keepalives_count": 3,
+                "tcp_user_timeout": 30_000,  # ms: sent data unacknowledged this long → error
+            },
+        )
+        if green:
+            _connect_within(engine, connect_timeout_s)
         if schema:
             with engine.begin() as conn:
                 conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))

@@ -28,6 +28,10 @@ from shared.events import Event
 
 log = logging.getLogger(__name__)
 
+# How long the relay waits at most between two attempts while the broker or the database
+# is unreachable, i.e. how late the outbox may start draining after either is back.
+DEFAULT_MAX_BACKOFF_S = 5.0
+
 
 class OutboxMixin:
     """Columns of a service's outbox table; mix into the service's declarative Base."""
@@ -90,6 +94,7 @@ class OutboxRelay:
         hold_claims: bool,
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
+        max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
         retention: timedelta = timedelta(hours=24),
     ) -> None:
         self.sessions = sessions
@@ -98,6 +103,7 @@ class OutboxRelay:
         self.hold_claims = hold_claims
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
+        self.max_backoff_s = max(max_backoff_s, poll_interval_s)
         self.retention = retention
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -186,6 +192,10 @@ class OutboxRelay:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> None:
+        """Drain, then wait for a wake-up or the poll interval; on failure (broker or
+        database unreachable) wait a backoff that doubles from the poll interval up to
+        ``max_backoff_s``. The cap is what bounds how long events wait after the broker or
+        the database is back, however long the outage was."""
         backoff = self.poll_interval_s
         last_purge = datetime.now(UTC)
         while not self._stopping.is_set():
@@ -203,12 +213,12 @@ class OutboxRelay:
                     extra={"error": str(exc), "retry_in_s": backoff},
                 )
                 self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, self.max_backoff_s)
                 continue
             except Exception:
                 self.failures += 1
                 log.exception("outbox relay failed, will retry", extra={"retry_in_s": backoff})
                 self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, self.max_backoff_s)
                 continue
             self._wake.wait(self.poll_interval_s)

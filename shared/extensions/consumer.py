@@ -11,13 +11,15 @@ Unlike nameko's own ``@event_handler`` (classic queues, ack even when the handle
 - when a batch fails, each event is retried on its own, so one poison event cannot hold
   back the rest; a failing event is retried with backoff through ``gridflow.retry.<n>s``
   and dead-lettered after ``GRIDFLOW_MAX_ATTEMPTS``. Infrastructure errors (database or
-  broker unreachable) are retried without limit: the event is fine, the world is not.
+  broker unreachable) are retried without limit, waiting at most 30 s between two tries:
+  the event is fine, the world is not, and it should carry on soon after the world does.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -32,7 +34,7 @@ from sqlalchemy import exc as sa_exc
 
 from shared.amqp import topology as topo
 from shared.amqp.publisher import OutgoingMessage, PublishError
-from shared.config import Settings
+from shared.config import Settings, setting
 from shared.events import Event, InvalidEvent, decode_event
 from shared.extensions.broker import BrokerPublisher
 from shared.failures import PoisonEvent, RetryLater
@@ -51,6 +53,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 Decoder = Callable[[Any], Event]
+DEFAULT_RECONNECT_MAX_S = 5.0  # longest wait between two attempts to reach a lost broker
+# The longest retry delay for an event that failed on an infrastructure error: its retries
+# do not count, and the ladder's 120 s and 600 s steps would hold it for up to ten minutes
+# after the database came back.
+TRANSIENT_RETRY_MAX_S = 30
 # What acking on a connection that broke raises (py-amqp, or the socket itself).
 CONNECTION_LOST: tuple[type[BaseException], ...] = (
     AmqpConnectionError, OSError,
@@ -76,6 +83,25 @@ class EventQueueConsumer(QueueConsumer):
     @property
     def prefetch_count(self) -> int:
         return Settings.from_config(self.container.config).prefetch
+
+    @contextmanager
+    def establish_connection(self) -> Iterator[Any]:
+        """kombu's, but the wait between two attempts to reach a lost broker grows 1 s at a
+        time only up to ``GRIDFLOW_RECONNECT_MAX_S`` (5 s), not kombu's 2 s steps up to
+        30 s: consumption resumes within seconds of the broker's return, however long it
+        was away."""
+        cap = float(setting(self.container.config, "GRIDFLOW_RECONNECT_MAX_S",
+                            DEFAULT_RECONNECT_MAX_S))
+        step = min(1.0, cap)
+        with self.create_connection() as conn:
+            conn.ensure_connection(
+                self.on_connection_error,
+                self.connect_max_retries,
+                interval_start=step,
+                interval_step=step,
+                interval_max=cap,
+            )
+            yield conn
 
     def register_provider(self, provider: EventHandler) -> None:  # type: ignore[override]
         super().register_provider(provider)
@@ -216,8 +242,15 @@ class EventQueueConsumer(QueueConsumer):
             },
         )
 
-    def retry(self, queue_name: str, message: Any, attempts: int, reason: str) -> None:
+    def retry(
+        self, queue_name: str, message: Any, attempts: int, reason: str,
+        max_delay_s: int | None = None,
+    ) -> None:
+        """Send ``message`` back to ``queue_name`` through the retry queue for ``attempts``,
+        or the longest one not above ``max_delay_s``."""
         delay = topo.retry_delay(attempts)
+        if max_delay_s is not None and delay > max_delay_s:
+            delay = max(d for d in topo.RETRY_DELAYS_S if d <= max_delay_s)
         log.warning(
             "handler failed; retrying",
             extra={
@@ -322,7 +355,8 @@ class EventHandler(Entrypoint):
             if isinstance(exc, PoisonEvent):
                 qc.dead_letter(self.queue_name, message, reason)
             elif isinstance(exc, TRANSIENT_ERRORS):
-                qc.retry(self.queue_name, message, attempts, reason)
+                # without limit, but never parked longer than the outage is likely to last
+                qc.retry(self.queue_name, message, attempts, reason, TRANSIENT_RETRY_MAX_S)
             elif attempts >= self.max_attempts:
                 qc.dead_letter(
                     self.queue_name, message, f"failed {attempts} times; last: {reason}", attempts

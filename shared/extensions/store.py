@@ -11,10 +11,16 @@ from sqlalchemy import Engine, MetaData
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import utcnow
-from shared.config import Settings
-from shared.db import create_tables, is_postgres, make_engine, service_database_url
+from shared.config import Settings, setting
+from shared.db import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    create_tables,
+    is_postgres,
+    make_engine,
+    service_database_url,
+)
 from shared.extensions.broker import BrokerPublisher
-from shared.outbox import OutboxMixin, OutboxRelay
+from shared.outbox import DEFAULT_MAX_BACKOFF_S, OutboxMixin, OutboxRelay
 from shared.unit_of_work import InboxMixin, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -59,7 +65,14 @@ class Store(DependencyProvider):
         name = self.container.service_name
         settings = Settings.from_config(self.container.config, name)
         url = service_database_url(name, settings.database_url, settings.var_dir)
-        self.engine = make_engine(url, schema=name)
+        self.engine = make_engine(
+            url,
+            schema=name,
+            connect_timeout_s=float(
+                setting(self.container.config, "GRIDFLOW_DB_CONNECT_TIMEOUT_S",
+                        DEFAULT_CONNECT_TIMEOUT_S)
+            ),
+        )
         create_tables(self.engine, self.metadata)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.settings = settings
@@ -72,6 +85,10 @@ class Store(DependencyProvider):
             hold_claims=is_postgres(self.engine),
             batch_size=self.settings.relay_batch,
             poll_interval_s=self.settings.poll_interval_s,
+            max_backoff_s=float(
+                setting(self.container.config, "GRIDFLOW_RELAY_MAX_BACKOFF_S",
+                        DEFAULT_MAX_BACKOFF_S)
+            ),
         )
         self._relay_thread = self.container.spawn_managed_thread(self.relay.run, "outbox-relay")
 

@@ -64,12 +64,14 @@ def test_routed_event_naming_an_unknown_department_is_dead_lettered_by_both(
 
     for service in ("escalation", "notify"):
         dlq = topo.dead_letter_queue(topo.service_queue(service))
-        wait_for(lambda dlq=dlq: queue_depth(amqp, dlq) == 1, what=f"{dlq} has the poison")
+        wait_for(lambda dlq=dlq: queue_depth(amqp, dlq) == 1, timeout=30,
+                 what=f"{dlq} has the poison")
         [dead] = get_messages(amqp, dlq)
         assert dead.properties["message_id"] == bad.event_id
         assert "not in the catalogue: no_such_department" in dead.headers[topo.H_REASON]
     # the good case went through; the bad one left nothing behind
-    wait_for(lambda: queue_depth(amqp, "dispatch.fire") == 1, what="the good case dispatched")
+    wait_for(lambda: queue_depth(amqp, "dispatch.fire") == 1, timeout=30,
+             what="the good case dispatched")
     assert {m.properties["message_id"] for m in get_messages(amqp, "dispatch.fire")}
     for name, model in (("escalation", Clock), ("notify", Delivery)):
         store = next(e for e in containers[name].extensions if isinstance(e, Store))
