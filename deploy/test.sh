@@ -12,5 +12,6 @@ esac
 if [ -z "${GRIDFLOW_TEST_PG_URL:-}" ] && [ -f var/test-pg-url ]; then
   export GRIDFLOW_TEST_PG_URL=$(cat var/test-pg-url)
 fi
+.venv/bin/python tests/clean_vhosts.py || true  # what killed runs left behind
 say "running the tests …"
 exec .venv/bin/python -m pytest "$@"
