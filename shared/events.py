@@ -17,14 +17,16 @@ Commands are imperative, events are past tense: everything here happened already
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from shared.calendar import Duration
 from shared.grid import CANONICAL_LEVELS
 from shared.policy import SEVERITIES, TARGETS, WHISTLE_LEVELS
 
@@ -41,10 +43,46 @@ MAX_DESCRIPTION = 2000
 MAX_MEDIA = 10
 _CODE = validate.Length(min=1, max=64)
 _TEXT = validate.Length(max=MAX_DESCRIPTION)
+# What the services' tables hold, so that a valid event is one they can store.
+_NODE = validate.Length(min=1, max=32)  # a grid node's code
+_ACTOR = validate.Length(max=100)
+_ID = validate.Range(min=0, max=2**63 - 1)  # a row's key
+_STEP = validate.Range(min=0, max=1000)  # a step of a tier policy
 
 
 class InvalidEvent(ValueError):
     """A message that is not a valid gridflow event; the text says why."""
+
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _duration(value: str) -> None:
+    try:
+        Duration.parse(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from exc
+
+
+class Instant(fields.AwareDateTime):
+    """A timezone-aware date and time between 1970 and 2200 (UTC). Outside, the time is not
+    one gridflow deals in, and converting it to UTC or adding a deadline to it may fall off
+    the calendar (0001-01-01T00:00+14:00 is in year 0 in UTC: an OverflowError)."""
+
+    default_error_messages = {
+        "range": "must lie between 1970-01-01 and 2200-01-01 (UTC)",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        at = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            utc = at.astimezone(UTC)
+        except OverflowError as exc:
+            raise self.make_error("range") from exc
+        if not EARLIEST <= utc < LATEST:
+            raise self.make_error("range")
+        return at
 
 
 # -- shared parts -----------------------------------------------------------------------------
@@ -74,7 +112,7 @@ class OwnerSchema(_Tolerant):
 class LocationSchema(_Tolerant):
     grid_code = fields.String(required=True, validate=validate.Length(equal=15))
     grid_name = fields.String(load_default="")
-    building_code = fields.String(load_default=None, allow_none=True)
+    building_code = fields.String(load_default=None, allow_none=True, validate=_NODE)
     path = fields.List(fields.String(), load_default=list)  # names, district first
     lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-90, 90))
     lng = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-180, 180))
@@ -83,7 +121,7 @@ class LocationSchema(_Tolerant):
 class CaseSummarySchema(_Tolerant):
     """What a department needs to act: carried on case.routed and on dispatch."""
 
-    category = fields.String(required=True)
+    category = fields.String(required=True, validate=validate.Length(min=1, max=32))
     category_name = fields.String(load_default="")
     severity = fields.String(load_default="normal", validate=validate.OneOf(SEVERITIES))
     description = fields.String(required=True, validate=_TEXT)
@@ -92,22 +130,22 @@ class CaseSummarySchema(_Tolerant):
     media_urls = fields.List(
         fields.Url(), load_default=list, validate=validate.Length(max=MAX_MEDIA)
     )
-    occurred_at = fields.AwareDateTime(load_default=None, allow_none=True)
-    reported_at = fields.AwareDateTime(required=True)
+    occurred_at = Instant(load_default=None, allow_none=True)
+    reported_at = Instant(required=True)
 
 
 class AssignmentSchema(_Tolerant):
     department = fields.String(required=True, validate=_CODE)
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
-    report_in_due = fields.AwareDateTime(required=True)
-    resolve_due = fields.AwareDateTime(required=True)
+    report_in_due = Instant(required=True)
+    resolve_due = Instant(required=True)
     report_in = fields.String(load_default="")  # the durations as the data wrote them
     resolve = fields.String(load_default="")
 
 
 class TierSchema(_Tolerant):
     tier = fields.String(required=True, validate=validate.OneOf(TIERS))
-    code = fields.String(required=True)
+    code = fields.String(required=True, validate=_NODE)
     name = fields.String(load_default="")
     owner = fields.Nested(OwnerSchema, load_default=dict)
 
@@ -156,8 +194,8 @@ class PolicySnapshotSchema(_Tolerant):
 class MissedClockSchema(_Tolerant):
     department = fields.String(required=True, validate=_CODE)
     clock = fields.String(required=True, validate=validate.OneOf(CLOCK_KINDS))
-    due_at = fields.AwareDateTime(required=True)
-    next_due = fields.AwareDateTime(load_default=None, allow_none=True)  # None: it stopped
+    due_at = Instant(required=True)
+    next_due = Instant(load_default=None, allow_none=True)  # None: it stopped
 
 
 class OperatorSchema(_Tolerant):
@@ -181,8 +219,8 @@ class CaseRouted(_Tolerant):
         fields.Nested(AssignmentSchema), required=True, validate=validate.Length(min=1)
     )
     policy = fields.Nested(PolicySnapshotSchema, required=True)
-    catalogue_version = fields.String(load_default="")
-    routed_at = fields.AwareDateTime(required=True)
+    catalogue_version = fields.String(load_default="", validate=validate.Length(max=32))
+    routed_at = Instant(required=True)
 
 
 class CaseEscalated(_Tolerant):
@@ -192,9 +230,9 @@ class CaseEscalated(_Tolerant):
     )
     from_tier = fields.Nested(TierSchema, required=True)
     to_tier = fields.Nested(TierSchema, required=True)
-    step = fields.Integer(required=True, validate=validate.Range(min=0))
+    step = fields.Integer(required=True, validate=_STEP)
     notify = fields.Nested(NotifySchema, required=True)
-    escalated_at = fields.AwareDateTime(required=True)
+    escalated_at = Instant(required=True)
 
 
 class CaseReminded(_Tolerant):
@@ -204,25 +242,25 @@ class CaseReminded(_Tolerant):
     missed = fields.List(fields.Nested(MissedClockSchema), load_default=list)
     exhausted = fields.List(fields.Nested(MissedClockSchema), load_default=list)
     tier = fields.Nested(TierSchema, required=True)
-    step = fields.Integer(required=True, validate=validate.Range(min=0))
+    step = fields.Integer(required=True, validate=_STEP)
     notify = fields.Nested(NotifySchema, required=True)
-    reminded_at = fields.AwareDateTime(required=True)
+    reminded_at = Instant(required=True)
 
 
 class CaseTierChanged(_Tolerant):
     from_tier = fields.Nested(TierSchema, required=True)
     to_tier = fields.Nested(TierSchema, required=True)
     reason = fields.String(required=True)
-    at = fields.AwareDateTime(required=True)
+    at = Instant(required=True)
 
 
 class SupervisionItemSchema(_Tolerant):
-    id = fields.Integer(required=True)
+    id = fields.Integer(required=True, validate=_ID)
     department = fields.String(required=True, validate=_CODE)
     kind = fields.String(required=True, validate=validate.OneOf(CLOCK_KINDS))
-    due_at = fields.AwareDateTime(required=True)
+    due_at = Instant(required=True)
     tier = fields.Nested(TierSchema, load_default=None, allow_none=True)
-    at = fields.AwareDateTime(required=True)  # opened or closed
+    at = Instant(required=True)  # opened or closed
     reason = fields.String(load_default="")
     late_by_s = fields.Float(load_default=None, allow_none=True)
 
@@ -238,7 +276,7 @@ class CaseWhistled(_Tolerant):
                               validate=validate.Length(min=1, max=20))
     by = fields.Nested(OperatorSchema, required=True)
     reason = fields.String(load_default="", validate=_TEXT)
-    whistled_at = fields.AwareDateTime(required=True)
+    whistled_at = Instant(required=True)
 
 
 class AssignmentsAdded(_Tolerant):
@@ -263,7 +301,7 @@ class AssignmentsAdded(_Tolerant):
     whistler = fields.Nested(TierSchema, load_default=None, allow_none=True)
     raise_to = fields.Nested(TierSchema, load_default=None, allow_none=True)
     case = fields.Nested(CaseSummarySchema, required=True)
-    added_at = fields.AwareDateTime(required=True)
+    added_at = Instant(required=True)
 
     @validates_schema
     def _someone(self, data: dict[str, Any], **_: Any) -> None:
@@ -283,7 +321,7 @@ class AssignmentRequested(_Tolerant):
     kind = fields.String(required=True, validate=validate.OneOf(("assist", "manual")))
     requested_by = fields.String(required=True, validate=validate.Length(min=1, max=100))
     note = fields.String(load_default="", validate=_TEXT)
-    at = fields.AwareDateTime(required=True)
+    at = Instant(required=True)
 
 
 class AssignmentReturned(_Tolerant):
@@ -293,8 +331,8 @@ class AssignmentReturned(_Tolerant):
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
     reason_code = fields.String(required=True, validate=validate.OneOf(RETURN_REASONS))
     note = fields.String(load_default="", validate=_TEXT)
-    actor = fields.String(load_default="")
-    at = fields.AwareDateTime(required=True)
+    actor = fields.String(load_default="", validate=_ACTOR)
+    at = Instant(required=True)
 
 
 class CaseNeedsDispatch(_Tolerant):
@@ -304,7 +342,7 @@ class CaseNeedsDispatch(_Tolerant):
     tier = fields.Nested(TierSchema, required=True)
     reason = fields.String(required=True, validate=_TEXT)
     case = fields.Nested(CaseSummarySchema, required=True)
-    at = fields.AwareDateTime(required=True)
+    at = Instant(required=True)
 
 
 class AssignmentProgressed(_Tolerant):
@@ -314,15 +352,15 @@ class AssignmentProgressed(_Tolerant):
     note = fields.String(required=True, validate=validate.Length(min=1, max=MAX_DESCRIPTION))
     media_urls = fields.List(fields.Url(), load_default=list,
                              validate=validate.Length(max=MAX_MEDIA))
-    actor = fields.String(load_default="")
-    at = fields.AwareDateTime(required=True)
+    actor = fields.String(load_default="", validate=_ACTOR)
+    at = Instant(required=True)
 
 
 class TaskSchema(_Tolerant):
-    id = fields.Integer(required=True)
+    id = fields.Integer(required=True, validate=_ID)
     kind = fields.String(required=True, validate=validate.OneOf(TASK_KINDS))
     assignee = fields.Nested(TierSchema, required=True)  # the cell and its grid worker
-    due_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    due_at = Instant(load_default=None, allow_none=True)
     note = fields.String(load_default="", validate=_TEXT)
 
 
@@ -331,7 +369,7 @@ class TaskCreated(_Tolerant):
 
     task = fields.Nested(TaskSchema, required=True)
     case = fields.Nested(CaseSummarySchema, required=True)
-    at = fields.AwareDateTime(required=True)
+    at = Instant(required=True)
 
 
 class CaseVerified(_Tolerant):
@@ -343,15 +381,15 @@ class CaseVerified(_Tolerant):
     media_urls = fields.List(fields.Url(), load_default=list,
                              validate=validate.Length(max=MAX_MEDIA))
     rework = fields.List(fields.String(validate=_CODE), load_default=list)
-    at = fields.AwareDateTime(required=True)
+    at = Instant(required=True)
 
 
 class CaseClosed(_Tolerant):
     """结案: verified on site; the reporter may rate it, a follow-up visit is due later."""
 
-    closed_at = fields.AwareDateTime(required=True)
-    rate_until = fields.AwareDateTime(required=True)
-    follow_up_at = fields.AwareDateTime(required=True)
+    closed_at = Instant(required=True)
+    rate_until = Instant(required=True)
+    follow_up_at = Instant(required=True)
     grid_code = fields.String(required=True, validate=validate.Length(equal=15))
 
 
@@ -363,7 +401,7 @@ class CaseReopened(_Tolerant):
     reason = fields.String(required=True, validate=_TEXT)
     departments = fields.List(fields.String(validate=_CODE), required=True,
                               validate=validate.Length(min=1))
-    at = fields.AwareDateTime(required=True)
+    at = Instant(required=True)
 
 
 class CaseRated(_Tolerant):
@@ -373,13 +411,13 @@ class CaseRated(_Tolerant):
     fixed = fields.Boolean(load_default=None, allow_none=True)
     comment = fields.String(load_default="", validate=_TEXT)
     reopens = fields.Boolean(required=True)
-    at = fields.AwareDateTime(required=True)
+    at = Instant(required=True)
 
 
 class FollowUpDue(_Tolerant):
     """escalation's follow-up clock for a closed case fell due (回访)."""
 
-    due_at = fields.AwareDateTime(required=True)
+    due_at = Instant(required=True)
     grid_code = fields.String(required=True, validate=validate.Length(equal=15))
 
 
@@ -389,7 +427,7 @@ class ReporterAttached(_Tolerant):
     reporter = fields.Nested(ReporterSchema, required=True)
     report_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     duplicate_case_id = fields.String(required=True, validate=_CODE)
-    at = fields.AwareDateTime(required=True)
+    at = Instant(required=True)
 
 
 class ReporterDetached(_Tolerant):
@@ -397,61 +435,62 @@ class ReporterDetached(_Tolerant):
 
     reporter = fields.Nested(ReporterSchema, required=True)
     duplicate_case_id = fields.String(required=True, validate=_CODE)
-    at = fields.AwareDateTime(required=True)
+    at = Instant(required=True)
 
 
 class AssignmentDispatched(_Tolerant):
-    department = fields.String(required=True)
+    department = fields.String(required=True, validate=_CODE)
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
-    routing_key = fields.String(required=True)
-    message_id = fields.String(required=True)
-    dispatched_at = fields.AwareDateTime(required=True)
+    routing_key = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    message_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    dispatched_at = Instant(required=True)
 
 
 class AssignmentAcknowledged(_Tolerant):
-    department = fields.String(required=True)
-    actor = fields.String(load_default="")
+    department = fields.String(required=True, validate=_CODE)
+    actor = fields.String(load_default="", validate=_ACTOR)
     note = fields.String(load_default="", validate=_TEXT)
-    at = fields.AwareDateTime(required=True)
+    at = Instant(required=True)
 
 
 class AssignmentResolved(_Tolerant):
-    department = fields.String(required=True)
-    actor = fields.String(load_default="")
+    department = fields.String(required=True, validate=_CODE)
+    actor = fields.String(load_default="", validate=_ACTOR)
     note = fields.String(load_default="", validate=_TEXT)
     media_urls = fields.List(
         fields.Url(), load_default=list, validate=validate.Length(max=MAX_MEDIA)
     )
-    at = fields.AwareDateTime(required=True)
+    at = Instant(required=True)
 
 
 class AssignmentPaused(_Tolerant):
     department = fields.String(required=True, validate=_CODE)
     reason = fields.String(required=True, validate=validate.Length(min=1, max=MAX_DESCRIPTION))
-    actor = fields.String(load_default="")
-    at = fields.AwareDateTime(required=True)
+    actor = fields.String(load_default="", validate=_ACTOR)
+    at = Instant(required=True)
 
 
 class AssignmentResumed(_Tolerant):
     department = fields.String(required=True, validate=_CODE)
-    actor = fields.String(load_default="")
-    at = fields.AwareDateTime(required=True)
+    actor = fields.String(load_default="", validate=_ACTOR)
+    at = Instant(required=True)
 
 
 class AssignmentReopened(_Tolerant):
     department = fields.String(required=True, validate=_CODE)
     reason = fields.String(required=True, validate=_TEXT)
-    at = fields.AwareDateTime(required=True)
+    at = Instant(required=True)
 
 
 class ExtensionDecided(_Tolerant):
-    extension_id = fields.Integer(required=True)
+    extension_id = fields.Integer(required=True, validate=_ID)
     department = fields.String(required=True, validate=_CODE)
     approved = fields.Boolean(required=True)
-    extend_by = fields.String(required=True)  # a duration: 4wh, 2wd, 1d …
+    extend_by = fields.String(required=True, validate=[  # a duration: 4wh, 2wd, 1d …
+        validate.Length(min=1, max=16), _duration])
     approver = fields.Nested(OperatorSchema, required=True)
     note = fields.String(load_default="", validate=_TEXT)
-    at = fields.AwareDateTime(required=True)
+    at = Instant(required=True)
 
 
 class AssignmentRescheduled(_Tolerant):
@@ -459,14 +498,14 @@ class AssignmentRescheduled(_Tolerant):
     A deadline is None while its clock is paused or stopped."""
 
     department = fields.String(required=True, validate=_CODE)
-    report_in_due = fields.AwareDateTime(load_default=None, allow_none=True)
-    resolve_due = fields.AwareDateTime(load_default=None, allow_none=True)
+    report_in_due = Instant(load_default=None, allow_none=True)
+    resolve_due = Instant(load_default=None, allow_none=True)
     reason = fields.String(required=True, validate=validate.Length(min=1, max=MAX_DESCRIPTION))
-    at = fields.AwareDateTime(required=True)
+    at = Instant(required=True)
 
 
 class CaseResolved(_Tolerant):
-    resolved_at = fields.AwareDateTime(required=True)
+    resolved_at = Instant(required=True)
 
 
 # Public dispatch payloads (exchange gridflow.dispatch). Departments get routing key
@@ -490,7 +529,7 @@ class WhistleInfoSchema(_Tolerant):
 
 
 class DispatchAssigned(_Tolerant):
-    department = fields.String(required=True)
+    department = fields.String(required=True, validate=_CODE)
     assignment = fields.Nested(AssignmentSchema, required=True)
     tier = fields.Nested(TierSchema, required=True)
     case = fields.Nested(CaseSummarySchema, required=True)
@@ -501,7 +540,8 @@ class DispatchAssigned(_Tolerant):
 class _Notice(_Tolerant):
     """A public message for a department or a grid node, about a case."""
 
-    department = fields.String(load_default=None, allow_none=True)  # for a department
+    # for a department
+    department = fields.String(load_default=None, allow_none=True, validate=_CODE)
     recipient = fields.Nested(RecipientSchema, required=True)
     case = fields.Nested(CaseSummarySchema, load_default=None, allow_none=True)
     links = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
@@ -681,7 +721,7 @@ class EnvelopeSchema(Schema):
     event_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     type = fields.String(required=True)
     schema_version = fields.Integer(required=True, strict=True)
-    occurred_at = fields.AwareDateTime(required=True)
+    occurred_at = Instant(required=True)
     producer = fields.String(required=True)
     case_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     data = fields.Dict(required=True)
@@ -721,14 +761,44 @@ def make_event(
     )
 
 
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_TEXT = "text must not hold a NUL character or an unpaired surrogate"
+
+
+def unstorable(value: Any) -> str | None:
+    """Where a decoded JSON value holds text that no database keeps and no encoder writes
+    (a NUL character, an unpaired surrogate: JSON's ``\\u0000``, ``\\ud800``), as the
+    field's dotted path ("" for the top); None when it holds none."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str):
+            if UNSTORABLE.search(v):
+                return path
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                here = f"{path}.{k}" if path else str(k)
+                if UNSTORABLE.search(k):
+                    return here
+                stack.append((here, x))
+        elif isinstance(v, list):
+            stack.extend((f"{path}.{i}" if path else str(i), x) for i, x in enumerate(v))
+    return None
+
+
 def json_object(body: bytes | str) -> dict[str, Any]:
     """A message body as a JSON object, or InvalidEvent saying why it is not one."""
     try:
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidEvent(f"body is not JSON: {exc}") from exc
+    except RecursionError as exc:  # the decoder recurses once per level of nesting
+        raise InvalidEvent("body is not JSON: nested too deeply") from exc
     if not isinstance(raw, dict):
         raise InvalidEvent("body is not a JSON object")
+    where = unstorable(raw)
+    if where is not None:
+        raise InvalidEvent(f"{where or 'body'}: {UNSTORABLE_TEXT}")
     return raw
 
 

@@ -21,6 +21,7 @@ from shared.events import (
     MAX_DESCRIPTION,
     MAX_MEDIA,
     RETURN_REASONS,
+    UNSTORABLE,
     Event,
     InvalidEvent,
     json_object,
@@ -80,10 +81,11 @@ BODIES: dict[str, type[Body]] = {
 def decode_response(body: bytes, routing_key: str, message_id: str | None) -> Event:
     """A department's response message as an Event, or InvalidEvent saying what is wrong."""
     department, _, action = routing_key.partition(".")
-    if action not in BODIES or not department:
+    if action not in BODIES or not 0 < len(department) <= 64 or UNSTORABLE.search(department):
         raise InvalidEvent(f"routing key {routing_key!r}: use <department>.<action> with action "
                            f"one of {', '.join(ACTIONS)}")
-    if not message_id or len(message_id) > 64:
+    if (not isinstance(message_id, str) or not 0 < len(message_id) <= 64
+            or UNSTORABLE.search(message_id)):
         raise InvalidEvent("message_id is required (1–64 characters): responses are deduped on it")
     raw = json_object(body)
     case_id = raw.pop("case_id", None)

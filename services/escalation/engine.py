@@ -69,7 +69,7 @@ class Engine:
         self.ref.catalogue.check_assignments(ev.data["assignments"])
         case = tx.session.get(CaseRow, ev.case_id)
         if case is None:
-            raise LookupError(f"assignments added to case {ev.case_id} before its routing")
+            raise RetryLater(f"assignments added to case {ev.case_id} before its routing")
         d = ev.data
         if d.get("raise_to"):
             target = step_of_tier(case.policy, d["raise_to"]["tier"])
@@ -130,7 +130,7 @@ class Engine:
         case = tx.session.get(CaseRow, ev.case_id)
         rows = self._clocks_of(tx.session, ev.case_id, ev.data["department"], must_exist=True)
         if case is None:
-            raise LookupError(f"reopened assignment of unknown case {ev.case_id}")
+            raise RetryLater(f"reopened assignment of unknown case {ev.case_id}")
         for kind in rules.KINDS:
             row = rows.get(kind)
             if row is None:

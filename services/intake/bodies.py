@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import ValidationError, fields, validate, validates, validates_schema
+from marshmallow import ValidationError, fields, post_load, validate, validates, validates_schema
 
 from shared.calendar import Duration
 from shared.events import MAX_DESCRIPTION, MAX_MEDIA, TIERS
@@ -68,6 +68,12 @@ class ExtensionBody(Body):
                 "working_days": 1}[d.unit] * d.amount
         if days > MAX_EXTENSION_DAYS:
             raise ValidationError(f"at most {MAX_EXTENSION_DAYS} days")
+
+    @post_load
+    def _canonical(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """As the duration's short form ("2d", not " 0002 d "): what is stored and shown."""
+        data["extend_by"] = str(Duration.parse(data["extend_by"]))
+        return data
 
 
 class DecisionBody(Body):

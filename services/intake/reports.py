@@ -15,7 +15,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from shared.events import MAX_DESCRIPTION, MAX_MEDIA, REPORTER_KINDS
+from shared.events import MAX_DESCRIPTION, MAX_MEDIA, REPORTER_KINDS, Instant
 from shared.grid import GridError
 from shared.policy import SEVERITIES
 from shared.reference import ReferenceData
@@ -63,7 +63,7 @@ class ReportBody(Schema):
         load_default=list,
         validate=validate.Length(max=MAX_MEDIA),
     )
-    occurred_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    occurred_at = Instant(load_default=None, allow_none=True)
     severity = fields.String(load_default="normal", validate=validate.OneOf(SEVERITIES))
 
     @validates_schema

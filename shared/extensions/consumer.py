@@ -272,6 +272,15 @@ class EventQueueConsumer(QueueConsumer):
         )
 
 
+def previous_attempts(message: Any) -> int:
+    """How often the message was tried before, from gridflow's header; a header that is not
+    a count (anyone can publish one) counts as none rather than killing the consumer."""
+    try:
+        return max(0, int((message.headers or {}).get(topo.H_ATTEMPTS, 0)))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
 class EventHandler(Entrypoint):
     """Entrypoint: ``@event_handler("case.routed", ...)`` on a method taking ``list[Event]``."""
 
@@ -350,7 +359,7 @@ class EventHandler(Entrypoint):
     def _fail(self, message: Any, exc: BaseException) -> None:
         qc = self.queue_consumer
         reason = f"{type(exc).__name__}: {exc}"
-        attempts = int((message.headers or {}).get(topo.H_ATTEMPTS, 0)) + 1
+        attempts = previous_attempts(message) + 1
         try:
             if isinstance(exc, PoisonEvent):
                 qc.dead_letter(self.queue_name, message, reason)

@@ -4,6 +4,9 @@ A handler returns ``(status, payload)`` or a payload (200). Errors become JSON b
 
 - ``ApiError`` subclasses carry their status (400, 404, 409, 413, 422 …);
 - marshmallow's ``ValidationError`` is a 422 with ``{"errors": {field: [message, …]}}``;
+- text no database keeps (a NUL character, an unpaired surrogate) is refused before any
+  handler sees it: in a path value it names nothing (404; so does an ``<int:…>`` beyond
+  64 bits), in a query string or a JSON body it is a 422 naming the field;
 - a database or broker that cannot be reached is a 503: nothing was kept;
 - anything else is a 500 with a reference to the log line, never a traceback.
 """
@@ -19,6 +22,8 @@ from marshmallow import ValidationError
 from nameko.web.handlers import HttpRequestHandler
 from sqlalchemy import exc as sa_exc
 from werkzeug.wrappers import Request, Response
+
+from shared.events import UNSTORABLE, UNSTORABLE_TEXT, unstorable
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +78,13 @@ def read_json(request: Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError({"_body": [f"not valid JSON: {exc}"]}) from exc
+    except RecursionError as exc:  # the decoder recurses once per level of nesting
+        raise ApiError({"_body": ["not valid JSON: nested too deeply"]}) from exc
     if not isinstance(body, dict):
         raise ApiError({"_body": ["expected a JSON object"]}, status=422)
+    where = unstorable(body)
+    if where is not None:
+        raise ApiError({where or "_body": [UNSTORABLE_TEXT]}, status=422)
     return body
 
 
@@ -97,10 +107,29 @@ def request_body(request: Request) -> bytes:
     return request.environ["_gridflow_body"]
 
 
+# What a route's <int:…> may be: a database's 64-bit integer.
+MAX_INT_PARAM = 2**63 - 1
+
+
 class JsonHttpHandler(HttpRequestHandler):
     def __init__(self, method: str, url: str, **kwargs: Any) -> None:
         kwargs.setdefault("expected_exceptions", (ApiError, ValidationError))
         super().__init__(method, url, **kwargs)
+
+    def get_entrypoint_parameters(self, request: Request) -> tuple[tuple, dict[str, Any]]:
+        """Path values that can name nothing stored are a 404, and a query string with text
+        no database keeps a 422, before any handler (and its database) sees them."""
+        args, kwargs = super().get_entrypoint_parameters(request)
+        for name, value in kwargs.items():
+            if (isinstance(value, str) and UNSTORABLE.search(value)) or (
+                isinstance(value, int) and not -MAX_INT_PARAM <= value <= MAX_INT_PARAM
+            ):
+                raise NotFound({name: [f"no such {name}"]})
+        for key, value in request.args.items(multi=True):
+            if UNSTORABLE.search(key) or UNSTORABLE.search(value):
+                raise ApiError({key if not UNSTORABLE.search(key) else "_query":
+                                [UNSTORABLE_TEXT]}, status=422)
+        return args, kwargs
 
     def response_from_result(self, result: Any) -> Response:
         if isinstance(result, Response):
