@@ -18,6 +18,8 @@ import logging
 import uuid
 from typing import Any
 
+from amqp.exceptions import ConnectionError as AmqpConnectionError
+from kombu import exceptions as kombu_exc
 from marshmallow import ValidationError
 from nameko.web.handlers import HttpRequestHandler
 from sqlalchemy import exc as sa_exc
@@ -28,6 +30,10 @@ from shared.events import UNSTORABLE, UNSTORABLE_TEXT, unstorable
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024
+# An RPC (the ledger) while RabbitMQ is away: kombu's, py-amqp's or the socket's error.
+BROKER_UNREACHABLE: tuple[type[BaseException], ...] = (
+    kombu_exc.OperationalError, AmqpConnectionError, ConnectionError,
+)
 
 
 class ApiError(Exception):
@@ -149,6 +155,13 @@ class JsonHttpHandler(HttpRequestHandler):
             log.error("storage unavailable", extra={"error": str(exc)})
             return json_response(
                 {"errors": {"_service": ["storage is unavailable; nothing was kept, try again"]}},
+                503,
+                {"Retry-After": "5"},
+            )
+        if isinstance(exc, BROKER_UNREACHABLE):
+            log.error("broker unavailable", extra={"error": repr(exc)})
+            return json_response(
+                {"errors": {"_service": ["the message broker is unavailable; try again"]}},
                 503,
                 {"Retry-After": "5"},
             )
