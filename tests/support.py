@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,8 +15,11 @@ import kombu
 import yaml
 from nameko.testing.services import replace_dependencies
 from nameko.testing.utils import find_free_port
+from sqlalchemy import Engine, select
 
 from shared.clock import FakeClock
+from shared.db import make_engine, service_database_url
+from shared.events import Event, make_event
 from shared.grid import GridRegistry
 
 PG_ADMIN_URL = os.environ.get(
@@ -66,6 +71,51 @@ def report(report_id: str, category: str = "E0402", **overrides: Any) -> dict[st
     }
     body.update(overrides)
     return body
+
+
+REPORTED_AT = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
+
+
+def reported_event(n: int, description: str = "暴露垃圾") -> Event:
+    """A valid ``case.reported`` of case ``20261123-<n>`` (暴露垃圾 in the demo cell)."""
+    return make_event(
+        "case.reported",
+        f"20261123-{n:06d}",
+        {
+            "report_id": f"r-{n}",
+            "case": {
+                "category": "E0101",
+                "description": description,
+                "location": {"grid_code": DEMO_CELL},
+                "reporter": {"kind": "grid_worker"},
+                "reported_at": REPORTED_AT,
+            },
+        },
+        producer="intake",
+        at=REPORTED_AT,
+    )
+
+
+@contextmanager
+def column_reader(
+    service_config: dict[str, Any], service: str, column: Any
+) -> Iterator[Callable[[], list[Any]]]:
+    """A function reading ``column`` of a test service's table, in primary-key order (the
+    service's own SQLite file or PostgreSQL schema); the engine is disposed afterwards."""
+    url = service_database_url(
+        service, service_config["DATABASE_URL"], service_config["GRIDFLOW_VAR_DIR"]
+    )
+    engine: Engine | None = None
+
+    def read() -> list[Any]:
+        nonlocal engine
+        engine = engine or make_engine(url, schema=service, pool_size=2)
+        with engine.connect() as conn:
+            return list(conn.scalars(select(column).order_by(*column.table.primary_key)))
+
+    yield read
+    if engine is not None:
+        engine.dispose()
 
 
 def start_services(

@@ -68,15 +68,42 @@ class PrivateBroker:
         }
 
     def start(self, timeout: float = 90) -> None:
-        subprocess.run(["rabbitmq-server", "-detached"], env=self._env(), cwd=self.dir,
-                       check=True, capture_output=True, timeout=60)
+        """Start the node and wait until it takes connections; a node whose VM died while
+        booting is started once more."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.ready():
-                return
-            time.sleep(0.5)
+        for _ in range(2):
+            subprocess.run(["rabbitmq-server", "-detached"], env=self._env(), cwd=self.dir,
+                           check=True, capture_output=True, timeout=60)
+            booting_since = time.monotonic()
+            while time.monotonic() < deadline:
+                if self.ready():
+                    return
+                if time.monotonic() - booting_since > 10 and not self._alive():
+                    break  # the VM is gone: start it again
+                time.sleep(0.5)
         raise TimeoutError(f"RabbitMQ node {self.node} did not start in {timeout:.0f}s; "
                            f"see {self.dir / 'log'}")
+
+    def _pid(self) -> int | None:
+        try:
+            return int((self.dir / "pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _alive(self) -> bool:
+        pid = self._pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _wait_gone(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self._alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     def ready(self) -> bool:
         try:
@@ -92,12 +119,14 @@ class PrivateBroker:
         """Stop the whole node (its Erlang VM) gracefully."""
         subprocess.run(["rabbitmqctl", "-n", self.node, "stop"], env=self._env(),
                        capture_output=True, timeout=120)
+        self._wait_gone()
 
     def kill(self) -> None:
         """kill -9 the node's VM: no goodbye to any client, no flush."""
-        pid = (self.dir / "pid").read_text().strip()
-        os.kill(int(pid), signal.SIGKILL)
-        time.sleep(0.5)
+        pid = self._pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        self._wait_gone()
 
     def restart(self, down_s: float, hard: bool = False) -> float:
         """Stop (or kill) the server, wait ``down_s``, start it; seconds it was away."""
@@ -107,8 +136,11 @@ class PrivateBroker:
         self.start()
         return time.monotonic() - began
 
-    def remove(self) -> None:
+    def remove(self, keep_logs_in: Path | None = None) -> None:
+        """Stop the node and delete its data; its logs are copied to ``keep_logs_in``."""
         self.stop()
+        if keep_logs_in is not None and (self.dir / "log").exists():
+            shutil.copytree(self.dir / "log", keep_logs_in, dirs_exist_ok=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

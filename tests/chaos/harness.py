@@ -303,7 +303,7 @@ class ChaosRun:
         self._watch_stop.set()
         if self.supervisor is not None:
             self.supervisor.stop_all()
-        self.broker.remove()
+        self.broker.remove(keep_logs_in=self.var_dir / "log" / "rabbitmq")
 
     def logs(self) -> str:
         return "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-4000:]}"

@@ -25,17 +25,16 @@ import pytest
 from eventlet.event import Event as GreenEvent
 from faultkit import one_backend
 from proxy import FaultProxy
-from sqlalchemy import Engine, Integer, String, select
+from sqlalchemy import Integer, String
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.amqp import topology as topo
-from shared.db import make_engine, service_database_url
-from shared.events import Event, make_event
+from shared.events import Event
 from shared.extensions.consumer import EventQueueConsumer, event_handler
 from shared.extensions.store import Store
 from shared.unit_of_work import messaging_tables
-from support import DEMO_CELL, get_messages, queue_depth, wait_for
+from support import column_reader, get_messages, queue_depth, reported_event, wait_for
 
 QUEUE = topo.service_queue("routing")  # a declared quorum queue bound to case.reported
 DLQ = topo.dead_letter_queue(QUEUE)
@@ -98,39 +97,12 @@ def _script() -> Iterator[None]:
 
 @pytest.fixture
 def handled(service_config: dict[str, Any]) -> Iterator[Callable[[], list[str]]]:
-    url = service_database_url(
-        "faultprobe", service_config["DATABASE_URL"], service_config["GRIDFLOW_VAR_DIR"]
-    )
-    engine: Engine | None = None
-
-    def read() -> list[str]:
-        nonlocal engine
-        engine = engine or make_engine(url, schema="faultprobe", pool_size=2)
-        with engine.connect() as conn:
-            return list(conn.scalars(select(Handled.event_id).order_by(Handled.pk)))
-
-    yield read
-    if engine is not None:
-        engine.dispose()
+    with column_reader(service_config, "faultprobe", Handled.event_id) as read:
+        yield read
 
 
 def reported(n: int) -> Event:
-    return make_event(
-        "case.reported",
-        f"20261123-{n:06d}",
-        {
-            "report_id": f"r-{n}",
-            "case": {
-                "category": "E0101",
-                "description": "暴露垃圾",
-                "location": {"grid_code": DEMO_CELL},
-                "reporter": {"kind": "grid_worker"},
-                "reported_at": NOW,
-            },
-        },
-        producer="intake",
-        at=NOW,
-    )
+    return reported_event(n)
 
 
 def send(amqp_uri: str, *events: Event, headers: dict[str, Any] | None = None) -> None:

@@ -14,7 +14,7 @@ from nameko.testing.utils import get_rabbit_connections, reset_rabbit_connection
 from shared.amqp import topology as topo
 from shared.events import Event
 from shared.extensions.consumer import EventQueueConsumer, event_handler
-from support import queue_depth, wait_for
+from support import queue_depth, reported_event, wait_for
 
 QUEUE = topo.service_queue("routing")
 calls: list[str] = []
@@ -25,16 +25,10 @@ class Slow:
     name = "slow"
 
     @event_handler("case.reported", queue=QUEUE)
-    def on_reported(self, events: list[Event]) -> None:
+    def onreported_event(self, events: list[Event]) -> None:
         calls.extend(e.event_id for e in events)
         if len(calls) == 1:
             gate.wait()  # hold the first delivery while the test breaks the connection
-
-
-def _reported(n: int) -> Event:
-    from test_consumer import reported
-
-    return reported(n)
 
 
 def _publish(amqp_uri: str, ev: Event) -> None:
@@ -52,7 +46,7 @@ def test_connection_dropped_under_a_running_handler_redelivers_and_carries_on(
     gate = Gate()
     container = run_services(Slow)["slow"]
     amqp, vhost = rabbit_config["AMQP_URI"], rabbit_config["vhost"]
-    first = _reported(1)
+    first = reported_event(1)
     _publish(amqp, first)
     wait_for(lambda: calls == [first.event_id], what="the handler holds the first event")
 
@@ -66,7 +60,7 @@ def test_connection_dropped_under_a_running_handler_redelivers_and_carries_on(
 
     # the consumer reconnects, the message comes again and is acked this time
     wait_for(lambda: calls.count(first.event_id) == 2, timeout=20, what="redelivery")
-    second = _reported(2)
+    second = reported_event(2)
     _publish(amqp, second)
     wait_for(lambda: second.event_id in calls, timeout=20, what="the next event handled")
     wait_for(lambda: queue_depth(amqp, QUEUE) == 0, what="nothing left unacked")

@@ -26,18 +26,17 @@ import amqp
 import eventlet
 import kombu
 import pytest
-from sqlalchemy import Engine, Integer, String, select
+from sqlalchemy import Integer, String
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.amqp import topology as topo
-from shared.db import make_engine, service_database_url
 from shared.events import Event, make_event
 from shared.extensions.consumer import EventQueueConsumer, PoisonEvent, event_handler
 from shared.extensions.store import Store
 from shared.reference import load_reference
 from shared.unit_of_work import messaging_tables
-from support import DEMO_CELL, get_messages, queue_depth, wait_for
+from support import DEMO_CELL, column_reader, get_messages, queue_depth, reported_event, wait_for
 
 QUEUE = topo.service_queue("routing")  # a declared quorum queue bound to case.reported
 DLQ = topo.dead_letter_queue(QUEUE)
@@ -119,20 +118,8 @@ class Trace:
 @pytest.fixture
 def handled(service_config: dict[str, Any]) -> Iterator[Callable[[], list[str]]]:
     """The event ids in the probe's table of handled events, in commit order."""
-    url = service_database_url(
-        "probe", service_config["DATABASE_URL"], service_config["GRIDFLOW_VAR_DIR"]
-    )
-    engine: Engine | None = None
-
-    def read() -> list[str]:
-        nonlocal engine
-        engine = engine or make_engine(url, schema="probe", pool_size=2)
-        with engine.connect() as conn:
-            return list(conn.scalars(select(Handled.event_id).order_by(Handled.pk)))
-
-    yield read
-    if engine is not None:
-        engine.dispose()
+    with column_reader(service_config, "probe", Handled.event_id) as read:
+        yield read
 
 
 @pytest.fixture
@@ -174,22 +161,7 @@ def probe(run_services: Any, service_config: dict[str, Any], trace: Trace) -> Ca
 
 # -- messages ---------------------------------------------------------------------------------
 def reported(n: int) -> Event:
-    return make_event(
-        "case.reported",
-        f"20261123-{n:06d}",
-        {
-            "report_id": f"r-{n}",
-            "case": {
-                "category": "E0101",
-                "description": "暴露垃圾",
-                "location": {"grid_code": DEMO_CELL},
-                "reporter": {"kind": "grid_worker"},
-                "reported_at": NOW,
-            },
-        },
-        producer="intake",
-        at=NOW,
-    )
+    return reported_event(n)
 
 
 _REF = load_reference(Path(__file__).resolve().parents[2] / "deploy" / "demo")

@@ -26,10 +26,10 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from shared.amqp import topology as topo
 from shared.amqp.publisher import ConfirmingPublisher, OutgoingMessage, PublishError
 from shared.db import create_tables, is_postgres, make_engine
-from shared.events import Event, make_event
+from shared.events import Event
 from shared.outbox import OutboxRelay, outbox_row
 from shared.unit_of_work import UnitOfWork, messaging_tables
-from support import DEMO_CELL, get_messages, message_json, wait_for
+from support import get_messages, message_json, reported_event, wait_for
 
 SINK = "test.sink"  # bound to everything on gridflow.events
 NOWHERE = "test.nowhere"  # a direct exchange nobody is bound to (and no alternate exchange)
@@ -97,22 +97,7 @@ def relay_for(
 
 # -- helpers ----------------------------------------------------------------------------------
 def reported(n: int) -> Event:
-    return make_event(
-        "case.reported",
-        f"20261123-{n:06d}",
-        {
-            "report_id": f"r-{n}",
-            "case": {
-                "category": "E0101",
-                "description": f"暴露垃圾 {n}",
-                "location": {"grid_code": DEMO_CELL},
-                "reporter": {"kind": "grid_worker"},
-                "reported_at": NOW,
-            },
-        },
-        producer="intake",
-        at=NOW,
-    )
+    return reported_event(n, f"暴露垃圾 {n}")
 
 
 def uow(sessions: sessionmaker[Session], after_commit: Callable[[], None] = lambda: None) -> Any:
