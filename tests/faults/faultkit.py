@@ -13,6 +13,16 @@ from support import TEST_BACKENDS
 one_backend = pytest.mark.parametrize("database_url", TEST_BACKENDS[:1], indirect=True)
 
 
+def only_on(backend: str) -> pytest.MarkDecorator:
+    """Run the test on ``backend`` only (skipped when that backend's runs are off)."""
+    return pytest.mark.parametrize(
+        "database_url",
+        [pytest.param(backend, marks=pytest.mark.skipif(
+            backend not in TEST_BACKENDS, reason=f"{backend} runs are switched off"))],
+        indirect=True,
+    )
+
+
 def store_of(container: Any) -> Store:
     return next(d for d in container.extensions if isinstance(d, Store))
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faultkit import only_on
 from proxy import FaultProxy
 
 from services.intake.service import IntakeService
-from support import TEST_BACKENDS, report
+from support import report
 
 CATEGORY = "E0801"  # never a duplicate: every report is a new case
 TMPFS_SIZE = "2m"
@@ -67,12 +68,7 @@ def _unavailable(r: Any) -> bool:
     return "storage is unavailable" in " ".join(r.json()["errors"]["_service"])
 
 
-@pytest.mark.parametrize(
-    "database_url",
-    [pytest.param("sqlite", marks=pytest.mark.skipif(
-        "sqlite" not in TEST_BACKENDS, reason="SQLite runs are switched off"))],
-    indirect=True,
-)
+@only_on("sqlite")
 def test_disk_full_answers_503_and_keeps_every_2xx(
     small_disk: Path, broker_proxy: FaultProxy, faulty: Any, api: Any
 ) -> None:

@@ -17,7 +17,7 @@ import eventlet
 import kombu
 import pytest
 from eventlet.event import Event as GreenEvent
-from faultkit import backlog, one_backend, store_of
+from faultkit import backlog, one_backend, only_on, store_of
 from nameko.rpc import RpcConsumer
 from nameko.testing.services import entrypoint_waiter
 from proxy import FaultProxy
@@ -28,7 +28,7 @@ from services.intake.service import IntakeService
 from services.notify.service import NotifyService
 from services.routing.service import RoutingService
 from shared.amqp import topology as topo
-from support import TEST_BACKENDS, get_messages, message_json, report, wait_for
+from support import get_messages, message_json, report, wait_for
 
 ALL = (IntakeService, RoutingService, EscalationService, NotifyService)
 CATEGORY = "E0801"  # 独居老人照护: civil affairs alone, never a duplicate of another report
@@ -153,15 +153,6 @@ def test_broker_lost_then_everything_is_delivered_once_and_in_order(
     assert broker_proxy.accepted > broker_proxy.open_connections  # they did reconnect
 
 
-def _only_postgresql() -> Any:
-    return pytest.mark.parametrize(
-        "database_url",
-        [pytest.param("postgresql", marks=pytest.mark.skipif(
-            "postgresql" not in TEST_BACKENDS, reason="PostgreSQL runs are switched off"))],
-        indirect=True,
-    )
-
-
 def _unavailable(r: Any) -> bool:
     """A 503 that says what happened, in JSON."""
     body = r.json()
@@ -172,7 +163,7 @@ def _unavailable(r: Any) -> bool:
     )
 
 
-@_only_postgresql()
+@only_on("postgresql")
 def test_database_lost_answers_503_keeps_every_2xx_and_carries_on(
     pg_proxy: FaultProxy, pg_proxy2: FaultProxy, faulty: Any, api: Any,
     rabbit_config: dict[str, Any],
@@ -236,7 +227,7 @@ def test_database_lost_answers_503_keeps_every_2xx_and_carries_on(
     assert alive(containers)
 
 
-@_only_postgresql()
+@only_on("postgresql")
 def test_database_that_stops_answering_gets_503_not_a_hung_request(
     pg_proxy: FaultProxy, faulty: Any, api: Any
 ) -> None:

@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 import requests
+from faultkit import only_on
 from nameko.testing.utils import find_free_port
 from proxy import FaultProxy
 
-from support import TEST_BACKENDS, wait_for
+from support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,12 +75,7 @@ def intake_process(
                 proc.wait()
 
 
-@pytest.mark.parametrize(
-    "database_url",
-    [pytest.param("postgresql", marks=pytest.mark.skipif(
-        "postgresql" not in TEST_BACKENDS, reason="PostgreSQL runs are switched off"))],
-    indirect=True,
-)
+@only_on("postgresql")
 def test_service_started_while_its_database_is_down_waits_for_it(
     pg_proxy: FaultProxy, intake_process: Any, tmp_path: Path
 ) -> None:
@@ -101,12 +97,7 @@ def test_service_started_while_its_database_is_down_waits_for_it(
     assert proc.wait(20) == 0
 
 
-@pytest.mark.parametrize(
-    "database_url",
-    [pytest.param("postgresql", marks=pytest.mark.skipif(
-        "postgresql" not in TEST_BACKENDS, reason="PostgreSQL runs are switched off"))],
-    indirect=True,
-)
+@only_on("postgresql")
 def test_service_waiting_for_its_database_stops_at_once_when_asked(
     pg_proxy: FaultProxy, intake_process: Any
 ) -> None:
