@@ -122,6 +122,8 @@ class Supervisor:
                 time.sleep(1.0)
                 self.check()
         except KeyboardInterrupt:
+            for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the
+                signal.signal(sig, signal.SIG_IGN)  # clean stop short (it kills after 15 s)
             self.say("stopping …")
             self.stop_all()
         return 0

@@ -1,0 +1,44 @@
+"""``gridflow up``: a second SIGTERM (or Ctrl-C) while it stops the services does not cut the
+clean stop short with a traceback (seen when both the shell script and its child were
+signalled)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nameko.testing.utils import find_free_port
+from processes import healthy
+
+from support import wait_for
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_up_stops_cleanly_when_signalled_twice(amqp_uri_pika: str, tmp_path: Path) -> None:
+    http = f"127.0.0.1:{find_free_port()}"
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "AMQP_URI": amqp_uri_pika,
+        "GRIDFLOW_VAR_DIR": str(tmp_path / "var"),
+        "GRIDFLOW_HTTP_ADDRESS": http,
+        "GRIDFLOW_ESCALATION_HTTP_ADDRESS": f"127.0.0.1:{find_free_port()}",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "gridflow.cli", "up"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: healthy(f"http://{http}"), timeout=60, what="intake up")
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=40)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out, out
+    assert "all services stopped" in out
