@@ -113,20 +113,30 @@ class Supervisor:
         self.say("all services stopped")
 
     def run_forever(self) -> int:
-        def _term(*_: Any) -> None:
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, _term)
+        """Restart what dies until SIGTERM or Ctrl-C (see ``stop_on_signal``), then stop."""
         try:
             while True:
                 time.sleep(1.0)
                 self.check()
         except KeyboardInterrupt:
-            for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the
-                signal.signal(sig, signal.SIG_IGN)  # clean stop short (it kills after 15 s)
-            self.say("stopping …")
-            self.stop_all()
+            self.shutdown()
         return 0
+
+    def shutdown(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the
+            signal.signal(sig, signal.SIG_IGN)  # clean stop short (it kills after 15 s)
+        self.say("stopping …")
+        self.stop_all()
+
+
+def stop_on_signal() -> None:
+    """SIGTERM behaves like Ctrl-C: it raises KeyboardInterrupt wherever the supervisor is,
+    starting or running, so that the services never outlive it."""
+
+    def _term(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
 
 
 def wait_http(url: str, timeout: float, say: Any) -> bool:
@@ -193,12 +203,18 @@ def main(args: Any) -> int:
         f"demo data: {len(ref.grid)} grid nodes, {len(ref.catalogue.categories)} categories, "
         f"{len(ref.catalogue.departments)} departments ({settings.data_dir})"
     )
-    sup.start_all()
-    http = os.environ.get("GRIDFLOW_HTTP_ADDRESS", "127.0.0.1:8000")
-    intake_runs = "intake" in [c.name for c in sup.children]
-    if intake_runs and not wait_http(f"http://{http}/health", 60, sup.say):
-        sup.say("intake did not answer within 60 s; see var/log/intake.log")
-        sup.stop_all()
-        return 1
-    sup.say(banner(http, settings.amqp_uri, settings.var_dir, sorted(ref.catalogue.departments)))
+    stop_on_signal()
+    try:
+        sup.start_all()
+        http = os.environ.get("GRIDFLOW_HTTP_ADDRESS", "127.0.0.1:8000")
+        intake_runs = "intake" in [c.name for c in sup.children]
+        if intake_runs and not wait_http(f"http://{http}/health", 60, sup.say):
+            sup.say("intake did not answer within 60 s; see var/log/intake.log")
+            sup.stop_all()
+            return 1
+        sup.say(banner(http, settings.amqp_uri, settings.var_dir,
+                       sorted(ref.catalogue.departments)))
+    except KeyboardInterrupt:  # stopped while starting
+        sup.shutdown()
+        return 0
     return sup.run_forever()

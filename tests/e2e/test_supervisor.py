@@ -1,6 +1,6 @@
-"""``gridflow up``: a second SIGTERM (or Ctrl-C) while it stops the services does not cut the
-clean stop short with a traceback (seen when both the shell script and its child were
-signalled)."""
+"""``gridflow up`` stopped by SIGTERM stops its services cleanly, whenever the signal comes:
+while it waits for intake to answer (it used to die there and leave the four services
+running), and when a second one comes while it stops them (it used to end in a traceback)."""
 
 from __future__ import annotations
 
