@@ -9,6 +9,7 @@ throwaway directory, and can stop and start it whole (or kill -9 it).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -26,9 +27,18 @@ AUTH = ("guest", "guest")
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below Linux's ephemeral range (32768+): the node is stopped and started
+    on the same ports, and an ephemeral one may be taken by an outgoing connection while it
+    is down (seen in CI: eaddrinuse, the node never came back)."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 class PrivateBroker:
