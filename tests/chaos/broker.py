@@ -26,7 +26,7 @@ import requests
 AUTH = ("guest", "guest")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A free port below Linux's ephemeral range (32768+): the node is stopped and started
     on the same ports, and an ephemeral one may be taken by an outgoing connection while it
     is down (seen in CI: eaddrinuse, the node never came back)."""
@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 class PrivateBroker:
     def __init__(self) -> None:
-        self.amqp_port, self.api_port, self.dist_port = _free_port(), _free_port(), _free_port()
+        self.amqp_port, self.api_port, self.dist_port = free_port(), free_port(), free_port()
         self.node = f"gridflow-chaos-{self.amqp_port}@localhost"
         self.dir = Path(tempfile.mkdtemp(prefix="gridflow-rabbit-"))
         (self.dir / "rabbitmq.conf").write_text(

@@ -27,7 +27,7 @@ from typing import Any
 import pika
 import pika.exceptions
 import requests
-from broker import PrivateBroker, publish, queue_stats
+from broker import PrivateBroker, free_port, publish, queue_stats
 from databases import Databases
 from departments import DepartmentSide
 from poison import POISON_KINDS, dead_letter_reason, dead_letters, poison_messages, work_queues
@@ -79,7 +79,7 @@ class ChaosRun:
         self.amqp_uri = f"amqp://guest:guest@{self.broker.host}/%2F"
         self.dir = plan.workdir / self.run_id
         self.var_dir = self.dir / "var"
-        self.http = f"127.0.0.1:{_free_port()}"
+        self.http = f"127.0.0.1:{free_port()}"
         self.base_url = f"http://{self.http}"
         self.verdict = Verdict()
         self.poison_ids: dict[str, str] = {}  # message id -> queue
@@ -95,7 +95,7 @@ class ChaosRun:
             "GRIDFLOW_VAR_DIR": str(self.var_dir),
             "GRIDFLOW_HTTP_ADDRESS": self.http,
             "GRIDFLOW_PUBLIC_URL": self.base_url,
-            "GRIDFLOW_ESCALATION_HTTP_ADDRESS": f"127.0.0.1:{_free_port()}",
+            "GRIDFLOW_ESCALATION_HTTP_ADDRESS": f"127.0.0.1:{free_port()}",
             "GRIDFLOW_LOG_LEVEL": "WARNING",
         })
         if self.plan.database_url:
@@ -321,14 +321,6 @@ class _Lines(io.TextIOBase):
             if line.strip():
                 self._say(line.removeprefix("[gridflow] "))
         return len(s)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _healthy(base_url: str) -> bool:
