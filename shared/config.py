@@ -16,12 +16,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 
 
-# Where each service with HTTP entrypoints listens: intake is the API, the others serve
-# their health (and later their pages). GRIDFLOW_<SERVICE>_HTTP_ADDRESS overrides.
+# Where each service listens over HTTP: intake is the API, monitor the operators' page; every
+# service serves its /health and its Prometheus /metrics. GRIDFLOW_<SERVICE>_HTTP_ADDRESS
+# overrides.
 HTTP_ADDRESSES = {
     "intake": "127.0.0.1:8000",
     "monitor": "127.0.0.1:8001",
     "escalation": "127.0.0.1:8002",
+    "routing": "127.0.0.1:8003",
+    "notify": "127.0.0.1:8004",
 }
 
 

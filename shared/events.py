@@ -829,3 +829,67 @@ def decode_event(body: bytes | str, *, public: bool = False) -> Event:
         schema_version=env["schema_version"],
         public=public,
     )
+
+
+# -- OPERATIONAL: not events of the catalogues above ------------------------------------------
+# What service processes tell the operators' monitor about themselves. Not a domain event: no
+# envelope, no case, not in INTERNAL or PUBLIC, not kept; on its own exchange
+# (``gridflow.heartbeats``, routing key ``<service>.<instance>``), transient.
+HEARTBEAT_TYPE = "service.heartbeat"  # the AMQP ``type`` property of every heartbeat
+HEARTBEAT_STATES = ("up", "stopping")
+
+
+class HeartbeatSchema(_Tolerant):
+    """One heartbeat: which process (``instance`` is unique per started service process,
+    ``<host>:<pid>:<short uuid>``), what it runs, since when, and how often it beats. An
+    instance is down when it said ``stopping`` or missed 3 intervals."""
+
+    service = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    instance = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    host = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    pid = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=2**32))
+    version = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    started_at = Instant(required=True)
+    sent_at = Instant(required=True)
+    interval_s = fields.Float(
+        required=True, allow_nan=False,
+        validate=validate.Range(min=0, max=3600, min_inclusive=False),
+    )
+    state = fields.String(required=True, validate=validate.OneOf(HEARTBEAT_STATES))
+
+
+_HEARTBEAT = HeartbeatSchema()
+
+
+def _field_errors(messages: Any) -> str:
+    """``field: message`` for each field marshmallow named, sorted; nested ones dotted."""
+    if not isinstance(messages, dict):
+        return str(messages)
+    parts = []
+    for name, value in sorted(messages.items(), key=lambda kv: str(kv[0])):
+        if isinstance(value, dict):
+            parts.append(f"{name}.{_field_errors(value)}")
+        else:
+            text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+            parts.append(f"{name}: {text.rstrip('.')}")
+    return "; ".join(parts)
+
+
+def heartbeat_body(**fields_: Any) -> bytes:
+    """A heartbeat's JSON body, checked against HeartbeatSchema. Raises InvalidEvent."""
+    try:
+        data = _HEARTBEAT.load(_HEARTBEAT.dump(fields_))
+    except ValidationError as exc:
+        raise InvalidEvent(f"heartbeat: {_field_errors(exc.messages)}") from exc
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InvalidEvent(f"heartbeat: {exc}") from exc
+    return json.dumps(_HEARTBEAT.dump(data), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode_heartbeat(body: bytes | str) -> dict[str, Any]:
+    """A heartbeat's fields (datetimes loaded, aware), or InvalidEvent naming the bad field."""
+    raw = json_object(body)
+    try:
+        return _HEARTBEAT.load(raw)
+    except ValidationError as exc:
+        raise InvalidEvent(f"heartbeat: {_field_errors(exc.messages)}") from exc

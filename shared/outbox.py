@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Index, Integer, String, Text, delete, func, select, update
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
 
+from shared import metrics
 from shared.amqp.publisher import ConfirmingPublisher, OutgoingMessage, PublishError
 from shared.amqp.topology import EVENTS_EXCHANGE
 from shared.db import IdType, JsonColumn, UTCDateTime
@@ -61,6 +62,11 @@ class OutboxMixin:
         )
 
 
+def outbox_backlog(session: Session, model: type[OutboxMixin]) -> int:
+    """How many rows of the outbox are not sent yet (by the partial index of unsent rows)."""
+    return session.scalar(select(func.count()).where(model.sent_at.is_(None))) or 0
+
+
 def outbox_row(
     model: type[OutboxMixin],
     event: Event,
@@ -96,7 +102,10 @@ class OutboxRelay:
         poll_interval_s: float = 1.0,
         max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
         retention: timedelta = timedelta(hours=24),
+        service: str | None = None,
     ) -> None:
+        """``service`` labels the relay's metrics; by default the service its publisher
+        speaks for (``gridflow.<service>``, the container's BrokerPublisher)."""
         self.sessions = sessions
         self.model = model
         self.publisher = publisher
@@ -109,6 +118,10 @@ class OutboxRelay:
         self._stopping = threading.Event()
         self.published = 0
         self.failures = 0
+        if service is None:
+            app_id = str(getattr(publisher, "app_id", "") or "")
+            service = app_id.removeprefix("gridflow.") if "." in app_id else "unknown"
+        self.service = service
 
     def wake(self) -> None:
         self._wake.set()
@@ -119,7 +132,7 @@ class OutboxRelay:
 
     def backlog(self) -> int:
         with self.sessions() as s:
-            return s.scalar(select(func.count()).where(self.model.sent_at.is_(None))) or 0
+            return outbox_backlog(s, self.model)
 
     # -- one batch -------------------------------------------------------------------------
     def publish_batch(self) -> int:
@@ -169,6 +182,7 @@ class OutboxRelay:
                 extra={"message_id": rows[i].message_id, "reason": reason},
             )
         self.published += len(sent_ids)
+        metrics.outbox_published(self.service, len(sent_ids))
         return len(sent_ids)
 
     def drain(self) -> int:

@@ -390,6 +390,12 @@ class Engine:
         return int(new_step > old_step)
 
     # -- reading -----------------------------------------------------------------------------
+    def clocks_due(self, session: Session, now: datetime) -> int:
+        """How many clocks are due now and not fired yet (one count on ix_clocks_due)."""
+        return session.scalar(
+            select(func.count()).where(Clock.state == rules.RUNNING, Clock.due_at <= now)
+        ) or 0
+
     def audit(self, session: Session, now: datetime, margin: timedelta) -> dict[str, Any]:
         """Clocks that should have fired more than ``margin`` ago and did not."""
         late = session.execute(

@@ -15,12 +15,14 @@ from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 from werkzeug.wrappers import Request
 
+from shared import metrics
 from shared.config import setting
 from shared.db import is_postgres
 from shared.events import Event
 from shared.extensions.consumer import event_handler
 from shared.extensions.context import ClockProvider, Reference
 from shared.extensions.http import json_http
+from shared.extensions.observability import Observed
 from shared.extensions.store import Store
 from shared.extensions.ticker import ticker
 
@@ -33,7 +35,7 @@ CLAIM_BATCH = 500
 AUDIT_MARGIN_S = 60.0
 
 
-class EscalationService:
+class EscalationService(Observed):
     name = "escalation"
 
     db = Store(Base.metadata, Outbox, Inbox)
@@ -126,3 +128,10 @@ class EscalationService:
     def health(self, request: Request) -> tuple[int, dict[str, Any]]:
         report = self.audit_report()
         return (200 if report["status"] == "ok" else 503), {"service": self.name, **report}
+
+    def refresh_metrics(self) -> None:
+        """The outbox backlog, and how many clocks are due now and not fired yet."""
+        super().refresh_metrics()
+        with self.db.read() as s:
+            due = self.engine.clocks_due(s, self.clock.now())
+        metrics.CLOCKS_DUE.labels(self.name).set(due)

@@ -18,6 +18,7 @@ import eventlet
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
+from werkzeug.wrappers import Request
 
 from shared.amqp.topology import DISPATCH_EXCHANGE
 from shared.config import Settings, setting
@@ -25,6 +26,8 @@ from shared.db import is_postgres
 from shared.events import CaseSummarySchema, Event, make_event
 from shared.extensions.consumer import event_handler
 from shared.extensions.context import ClockProvider, Reference
+from shared.extensions.http import json_http
+from shared.extensions.observability import Observed
 from shared.extensions.store import Store
 from shared.extensions.ticker import ticker
 from shared.failures import RetryLater
@@ -64,7 +67,7 @@ class ReporterChannels(DependencyProvider):
         return self
 
 
-class NotifyService:
+class NotifyService(Observed):
     name = "notify"
 
     db = Store(Base.metadata, Outbox, Inbox)
@@ -219,6 +222,10 @@ class NotifyService:
         attempts, last error, when sent."""
         with self.db.read() as session:
             return outbound.deliveries_of(session, case_id)
+
+    @json_http("GET", "/health")
+    def health(self, request: Request) -> dict[str, Any]:
+        return {"service": self.name, "status": "ok"}
 
     # -- helpers -----------------------------------------------------------------------------
     @staticmethod

@@ -6,9 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from werkzeug.wrappers import Request
+
 from shared.events import CaseSummarySchema, Event, make_event
 from shared.extensions.consumer import event_handler
 from shared.extensions.context import ClockProvider, Reference
+from shared.extensions.http import json_http
+from shared.extensions.observability import Observed
 from shared.extensions.store import Store
 from shared.failures import PoisonEvent, RetryLater
 
@@ -18,7 +22,7 @@ from .store import Base, Decision, Inbox, Outbox
 _SUMMARY = CaseSummarySchema()
 
 
-class RoutingService:
+class RoutingService(Observed):
     name = "routing"
 
     db = Store(Base.metadata, Outbox, Inbox)
@@ -96,6 +100,10 @@ class RoutingService:
                     calendar=self.ref.calendar, at=now,
                 )
                 self._add(tx, decision, type_, payload, now)
+
+    @json_http("GET", "/health")
+    def health(self, request: Request) -> dict[str, Any]:
+        return {"service": self.name, "status": "ok"}
 
     def _decision(self, tx: Any, ev: Event) -> Decision:
         decision = tx.session.get(Decision, ev.case_id)

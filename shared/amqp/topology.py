@@ -12,6 +12,10 @@ Departments answer (ack, progress, resolve, return) on the topic exchange
 ``gridflow.responses`` with routing key ``<department>.<action>``, into the quorum queue
 ``gridflow.responses`` that intake consumes.
 Messages nobody is bound for go to an alternate exchange and are kept, never dropped.
+Every service process beats on the topic exchange ``gridflow.heartbeats`` (routing key
+``<service>.<instance>``) into the quorum queue ``gridflow.heartbeats`` that the monitor
+reads; heartbeats are transient and short-lived, never dead-lettered (the next one replaces
+a lost one).
 
 Every service declares the whole topology at start (declarations are idempotent), so a
 message published before its consumer first ran is queued, not lost.
@@ -29,6 +33,8 @@ RESPONSES_QUEUE = "gridflow.responses"
 DLX = "gridflow.dlx"
 UNROUTED_EXCHANGE = "gridflow.unrouted"
 UNROUTED_QUEUE = "gridflow.unrouted"
+HEARTBEATS_EXCHANGE = "gridflow.heartbeats"  # every service process: <service>.<instance>
+HEARTBEATS_QUEUE = "gridflow.heartbeats"  # what the monitor reads
 RETRY_DELAYS_S: tuple[int, ...] = (1, 5, 30, 120, 600)
 DELIVERY_LIMIT = 20  # crash-loop guard: a message that kills its consumer this often is parked
 
@@ -106,11 +112,24 @@ def tier_routing_key(tier: str, node_code: str, event_type: str) -> str:
     return f"{tier_recipient(tier, node_code)}.{event_type}"
 
 
+def heartbeat_routing_key(service: str, instance: str) -> str:
+    """``<service>.<instance>``, cut to AMQP's 255 bytes."""
+    return f"{service}.{instance}".encode()[:255].decode(errors="ignore")
+
+
 @dataclass(frozen=True)
 class QueueSpec:
     name: str
     arguments: Mapping[str, object]
     bindings: tuple[tuple[str, str], ...] = ()  # (exchange, routing key)
+
+
+# Heartbeats: no dead-lettering (a lost beat is replaced 2 s later), kept 30 s at most.
+HEARTBEATS_QUEUE_SPEC = QueueSpec(
+    HEARTBEATS_QUEUE,
+    {"x-queue-type": "quorum", "x-message-ttl": 30_000, "x-max-length": 10_000},
+    ((HEARTBEATS_EXCHANGE, "#"),),
+)
 
 
 def work_queue_arguments(queue: str) -> dict[str, object]:
@@ -162,6 +181,7 @@ def queues(departments: Iterable[str]) -> list[QueueSpec]:
             ((UNROUTED_EXCHANGE, ""),),
         )
     )
+    specs.append(HEARTBEATS_QUEUE_SPEC)
     return specs
 
 
@@ -173,6 +193,7 @@ EXCHANGES: tuple[tuple[str, str, Mapping[str, object]], ...] = (
     (RESPONSES_EXCHANGE, "topic", {"alternate-exchange": UNROUTED_EXCHANGE}),
     (DLX, "direct", {}),
     *((retry_exchange(d), "fanout", {}) for d in RETRY_DELAYS_S),
+    (HEARTBEATS_EXCHANGE, "topic", {}),  # no alternate exchange: an unread beat is dropped
 )
 
 
@@ -186,3 +207,15 @@ def declare(channel: object, departments: Iterable[str]) -> None:
         )
         for exchange, key in spec.bindings:
             channel.queue_bind(spec.name, exchange, key)
+
+
+def declare_heartbeats(channel: object) -> None:
+    """Declare the heartbeat exchange, its queue and the binding (idempotent): what a
+    process that beats needs, as ``declare`` declares it."""
+    channel.exchange_declare(HEARTBEATS_EXCHANGE, "topic", durable=True, auto_delete=False,
+                             arguments={})
+    spec = HEARTBEATS_QUEUE_SPEC
+    channel.queue_declare(spec.name, durable=True, auto_delete=False,
+                          arguments=dict(spec.arguments))
+    for exchange, key in spec.bindings:
+        channel.queue_bind(spec.name, exchange, key)

@@ -18,6 +18,7 @@ Unlike nameko's own ``@event_handler`` (classic queues, ack even when the handle
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from nameko.extensions import Entrypoint
 from nameko.messaging import QueueConsumer
 from sqlalchemy import exc as sa_exc
 
+from shared import metrics
 from shared.amqp import topology as topo
 from shared.amqp.publisher import OutgoingMessage, PublishError
 from shared.config import Settings, setting
@@ -218,8 +220,16 @@ class EventQueueConsumer(QueueConsumer):
         self.ack(message)
         return True
 
+    def _event_label(self, queue_name: str, message: Any, event_type: str | None) -> str:
+        """The event type for the metrics: one the queue knows, else ``other``."""
+        known = self._known.get(queue_name, ())
+        if event_type is None:
+            event_type = str((message.properties or {}).get("type") or "")
+        return event_type if event_type in known else metrics.OTHER_EVENT
+
     def dead_letter(
-        self, queue_name: str, message: Any, reason: str, attempts: int | None = None
+        self, queue_name: str, message: Any, reason: str, attempts: int | None = None,
+        *, event_type: str | None = None,
     ) -> None:
         log.error(
             "dead-lettering message",
@@ -229,7 +239,8 @@ class EventQueueConsumer(QueueConsumer):
                 "message_id": (message.properties or {}).get("message_id"),
             },
         )
-        self._republish(
+        service = self.container.service_name
+        if self._republish(
             message,
             topo.DLX,
             queue_name,
@@ -237,14 +248,18 @@ class EventQueueConsumer(QueueConsumer):
                 topo.H_REASON: reason[:1000],
                 topo.H_QUEUE: queue_name,
                 topo.H_FAILED_AT: datetime.now(UTC).isoformat(),
-                topo.H_SERVICE: self.container.service_name,
+                topo.H_SERVICE: service,
                 **({topo.H_ATTEMPTS: attempts} if attempts is not None else {}),
             },
-        )
+        ):
+            metrics.dead_lettered(service, queue_name)
+            metrics.events_settled(service, queue_name,
+                                   [self._event_label(queue_name, message, event_type)],
+                                   "dead_lettered")
 
     def retry(
         self, queue_name: str, message: Any, attempts: int, reason: str,
-        max_delay_s: int | None = None,
+        max_delay_s: int | None = None, *, event_type: str | None = None,
     ) -> None:
         """Send ``message`` back to ``queue_name`` through the retry queue for ``attempts``,
         or the longest one not above ``max_delay_s``."""
@@ -261,7 +276,7 @@ class EventQueueConsumer(QueueConsumer):
                 "message_id": (message.properties or {}).get("message_id"),
             },
         )
-        self._republish(
+        if self._republish(
             message,
             topo.retry_exchange(delay),
             queue_name,
@@ -269,7 +284,10 @@ class EventQueueConsumer(QueueConsumer):
                 topo.H_ATTEMPTS: attempts,
                 topo.H_REASON: reason[:1000],
             },
-        )
+        ):
+            metrics.events_settled(self.container.service_name, queue_name,
+                                   [self._event_label(queue_name, message, event_type)],
+                                   "retried")
 
 
 def previous_attempts(message: Any) -> int:
@@ -335,7 +353,8 @@ class EventHandler(Entrypoint):
         events = [e for e, _ in items]
         try:
             self.container.spawn_worker(
-                self, (events,), {}, handle_result=partial(self._handle_result, items)
+                self, (events,), {},
+                handle_result=partial(self._handle_result, items, started=time.perf_counter()),
             )
         except ContainerBeingKilled:
             for _, message in items:
@@ -343,35 +362,43 @@ class EventHandler(Entrypoint):
 
     # -- outcome ---------------------------------------------------------------------------
     def _handle_result(
-        self, items: list[tuple[Event, Any]], worker_ctx: Any, result: Any, exc_info: Any
+        self, items: list[tuple[Event, Any]], worker_ctx: Any, result: Any, exc_info: Any,
+        started: float | None = None,
     ) -> tuple[Any, Any]:
         qc = self.queue_consumer
+        service = self.container.service_name
+        if started is not None:
+            metrics.handler_ran(service, (e.type for e, _ in items),
+                                time.perf_counter() - started)
         if exc_info is None:
             for _, message in items:
                 qc.ack(message)
+            metrics.events_settled(service, self.queue_name, (e.type for e, _ in items), "ok")
         elif len(items) > 1:
             for item in items:  # find the culprit: every event on its own
                 self._spawn([item])
         else:
-            self._fail(items[0][1], exc_info[1])
+            self._fail(items[0][1], exc_info[1], items[0][0].type)
         return result, exc_info
 
-    def _fail(self, message: Any, exc: BaseException) -> None:
+    def _fail(self, message: Any, exc: BaseException, event_type: str | None = None) -> None:
         qc = self.queue_consumer
         reason = f"{type(exc).__name__}: {exc}"
         attempts = previous_attempts(message) + 1
         try:
             if isinstance(exc, PoisonEvent):
-                qc.dead_letter(self.queue_name, message, reason)
+                qc.dead_letter(self.queue_name, message, reason, event_type=event_type)
             elif isinstance(exc, TRANSIENT_ERRORS):
                 # without limit, but never parked longer than the outage is likely to last
-                qc.retry(self.queue_name, message, attempts, reason, TRANSIENT_RETRY_MAX_S)
+                qc.retry(self.queue_name, message, attempts, reason, TRANSIENT_RETRY_MAX_S,
+                         event_type=event_type)
             elif attempts >= self.max_attempts:
                 qc.dead_letter(
-                    self.queue_name, message, f"failed {attempts} times; last: {reason}", attempts
+                    self.queue_name, message, f"failed {attempts} times; last: {reason}", attempts,
+                    event_type=event_type,
                 )
             else:
-                qc.retry(self.queue_name, message, attempts, reason)
+                qc.retry(self.queue_name, message, attempts, reason, event_type=event_type)
         except CONNECTION_LOST:
             pass  # the channel is gone; the broker redelivers the message
 

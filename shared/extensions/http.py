@@ -9,12 +9,16 @@ A handler returns ``(status, payload)`` or a payload (200). Errors become JSON b
   64 bits), in a query string or a JSON body it is a 422 naming the field;
 - a database or broker that cannot be reached is a 503: nothing was kept;
 - anything else is a 500 with a reference to the log line, never a traceback.
+
+Every request is counted (``gridflow_http_requests_total``) and timed
+(``gridflow_http_request_seconds``) by its route, the URL rule: never the path itself.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -25,6 +29,7 @@ from nameko.web.handlers import HttpRequestHandler
 from sqlalchemy import exc as sa_exc
 from werkzeug.wrappers import Request, Response
 
+from shared import metrics
 from shared.events import UNSTORABLE, UNSTORABLE_TEXT, unstorable
 
 log = logging.getLogger(__name__)
@@ -121,6 +126,13 @@ class JsonHttpHandler(HttpRequestHandler):
     def __init__(self, method: str, url: str, **kwargs: Any) -> None:
         kwargs.setdefault("expected_exceptions", (ApiError, ValidationError))
         super().__init__(method, url, **kwargs)
+
+    def handle_request(self, request: Request) -> Response:
+        started = time.perf_counter()
+        response = super().handle_request(request)
+        metrics.http_answered(self.container.service_name, request.method, self.url,
+                              response.status_code, time.perf_counter() - started)
+        return response
 
     def get_entrypoint_parameters(self, request: Request) -> tuple[tuple, dict[str, Any]]:
         """Path values that can name nothing stored are a 404, and a query string with text

@@ -34,7 +34,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
 from common import pct, vhost  # noqa: E402
 
-from gridflow import SERVICES  # noqa: E402
+from gridflow import PIPELINE  # noqa: E402
 
 API = "http://127.0.0.1:{port}"
 QUEUE = "dispatch.sanitation"
@@ -70,6 +70,9 @@ def main() -> int:
         "GRIDFLOW_VAR_DIR": str(tmp),
         "GRIDFLOW_HTTP_ADDRESS": f"127.0.0.1:{args.port}",
         "GRIDFLOW_LOG_LEVEL": "WARNING",
+        # health and metrics of the others on ports of their own, away from a running demo
+        **{f"GRIDFLOW_{s.upper()}_HTTP_ADDRESS": "127.0.0.1:0"
+           for s in ("routing", "escalation", "notify")},
     }
     if args.database_url:
         env["DATABASE_URL"] = args.database_url
@@ -81,7 +84,7 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for s in SERVICES
+        for s in PIPELINE
     }
     try:
         print(

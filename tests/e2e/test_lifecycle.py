@@ -47,7 +47,8 @@ def test_a_service_stopped_while_starting_exits_cleanly(
 ) -> None:
     env = {"PATH": os.environ.get("PATH", ""), "AMQP_URI": amqp_uri_pika,
            "GRIDFLOW_VAR_DIR": str(tmp_path),
-           "GRIDFLOW_ESCALATION_HTTP_ADDRESS": f"127.0.0.1:{find_free_port()}"}
+           "GRIDFLOW_ESCALATION_HTTP_ADDRESS": f"127.0.0.1:{find_free_port()}",
+           "GRIDFLOW_NOTIFY_HTTP_ADDRESS": f"127.0.0.1:{find_free_port()}"}
     proc = spawn(service, env)
     log = tmp_path / "starting"
     deadline = time.monotonic() + 20
@@ -74,7 +75,8 @@ def test_a_service_that_cannot_reach_the_broker_still_stops_on_sigterm(
     env = {"PATH": os.environ.get("PATH", ""),
            "AMQP_URI": f"amqp://guest:guest@127.0.0.1:{find_free_port()}/",  # nobody there
            "GRIDFLOW_VAR_DIR": str(tmp_path),
-           "GRIDFLOW_ESCALATION_HTTP_ADDRESS": f"127.0.0.1:{find_free_port()}"}
+           "GRIDFLOW_ESCALATION_HTTP_ADDRESS": f"127.0.0.1:{find_free_port()}",
+           "GRIDFLOW_NOTIFY_HTTP_ADDRESS": f"127.0.0.1:{find_free_port()}"}
     proc = spawn("escalation", env)
     assert proc.stdout is not None
     proc.stdout.readline()  # "starting"
