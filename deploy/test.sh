@@ -6,6 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/lib.sh
 deploy/install.sh
+# The monitor's page is tested in a real headless browser: Debian's Chromium and its driver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 ||
+  [ ! -d /usr/share/fonts/truetype/wqy ]; then
+  if is_root; then
+    apt_install chromium chromium-driver fonts-wqy-zenhei  # the font: Chinese in screenshots
+  else
+    say "chromium and chromium-driver are missing (apt-get install chromium chromium-driver); the browser tests will be skipped"
+  fi
+fi
 case "${GRIDFLOW_TEST_DATABASES:-sqlite,postgresql}" in
   *postgresql*) deploy/postgres.sh ;;
 esac

@@ -7,15 +7,18 @@ run twice: on SQLite files and on a fresh PostgreSQL database
 ``GRIDFLOW_TEST_DATABASES=sqlite`` limits a run to one backend.
 """
 
+import os
 import warnings
 
+# trio (selenium's) registers a hypothesis plugin that cannot be imported once eventlet has
+# patched the socket module; gridflow's tests use no hypothesis plugin.
+os.environ.setdefault("HYPOTHESIS_NO_PLUGINS", "1")
 warnings.filterwarnings("ignore", message="(?s).*Eventlet is deprecated")
 
 import eventlet  # noqa: E402
 
 eventlet.monkey_patch()
 
-import os  # noqa: E402
 import sys  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402

@@ -106,6 +106,7 @@ class ClosedLoop(CaseCore):
             elif not have.active:  # a department that returned it earlier, back by hand
                 have.role, have.state = a["role"], AssignmentState.PENDING
                 have.report_in_due, have.resolve_due = a["report_in_due"], a["resolve_due"]
+                have.first_report_in_due, have.resolve_missed = a["report_in_due"], False
                 have.acknowledged_at = have.resolved_at = None
         if data["assignments"]:
             self.awaiting_dispatch = ""

@@ -67,6 +67,11 @@ class Assignment:
         self.state = AssignmentState.PENDING
         self.report_in_due = report_in_due
         self.resolve_due = resolve_due
+        # Escalation moves the deadlines above on as it climbs; the measures judge the
+        # report-in against the first deadline (响应率) and closing by whether any resolve
+        # deadline was missed (按期结案率; an approved extension is not a miss).
+        self.first_report_in_due = report_in_due
+        self.resolve_missed = False
         self.dispatched_at: datetime | None = None
         self.acknowledged_at: datetime | None = None
         self.resolved_at: datetime | None = None

@@ -11,14 +11,15 @@ from datetime import timedelta
 from typing import Any
 
 import eventlet
+from marshmallow import Schema, ValidationError
 from nameko.dependency_providers import Config
-from nameko.rpc import RpcProxy
+from nameko.rpc import RpcProxy, rpc
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Request, Response
 
-from shared.events import Event, make_event
+from shared.events import UNSTORABLE, Event, make_event
 from shared.extensions.consumer import event_handler
 from shared.extensions.context import ClockProvider, Reference
 from shared.extensions.http import (
@@ -29,16 +30,26 @@ from shared.extensions.http import (
     json_http,
     read_json,
 )
+from shared.extensions.observability import Observed
 from shared.extensions.store import Store
 from shared.failures import PoisonEvent, RetryLater
 from shared.grid import LEVEL_NAMES_ZH
 from shared.unit_of_work import UnitOfWork
 
-from . import bodies, reports, views
+from . import bodies, queries, reports, views
 from .access import load, load_many, optional_json
 from .cases import Case, CaseState, Extension, TransitionError
 from .duplicates import Candidate, nearest, place_of
 from .loop_api import LoopApi
+from .measures import (
+    DEFAULT_TOP,
+    CasesQuery,
+    Filters,
+    FunnelQuery,
+    InvalidFilters,
+    MeasuresQuery,
+    filters_from,
+)
 from .model import who
 from .store import Base, Inbox, Outbox, Report, cases
 
@@ -63,7 +74,7 @@ PIPELINE: dict[str, Callable[[Case, dict[str, Any]], None]] = {
 }
 
 
-class IntakeService(LoopApi):
+class IntakeService(LoopApi, Observed):
     name = "intake"
 
     db = Store(Base.metadata, Outbox, Inbox)
@@ -249,6 +260,75 @@ class IntakeService(LoopApi):
                 page=q["page"],
                 per_page=q["per_page"],
             )
+
+    # -- the operators' monitor: funnel, measures, case lists (RPC, and HTTP for stats) -----
+    # Filters arrive as keyword arguments (RPC) or a query string (HTTP): since / until (ISO
+    # 8601 with an offset), grid (a node's code), department; and for the case list state,
+    # tier, limit, offset. A bad one is InvalidFilters over RPC (its text: JSON naming the
+    # field) and a 422 naming the field over HTTP. The definitions are in ``measures``.
+    @rpc(expected_exceptions=InvalidFilters)
+    def funnel(self, **filters: Any) -> dict[str, Any]:
+        """The case funnel, drilled down the grid (``queries.funnel``)."""
+        f, _ = self._rpc_filters(FunnelQuery, filters)
+        with self.db.read() as s:
+            return queries.funnel(s, self.ref.grid, f, self.ref.catalogue)
+
+    @rpc(expected_exceptions=InvalidFilters)
+    def measures(self, **filters: Any) -> dict[str, Any]:
+        """响应率, 解决率, 满意率, 按期结案率, 返工率 and the rest (``queries.measures``)."""
+        f, q = self._rpc_filters(MeasuresQuery, filters)
+        return self._measures(f, q)
+
+    @rpc(expected_exceptions=InvalidFilters)
+    def cases(self, **filters: Any) -> dict[str, Any]:
+        """A page of cases, newest first, with the total (``queries.case_list``)."""
+        f, q = self._rpc_filters(CasesQuery, filters)
+        with self.db.read() as s:
+            return queries.case_list(s, f, q.get("state"), q.get("tier"), q.get("limit", 50),
+                                     q.get("offset", 0), grid=self.ref.grid,
+                                     catalogue=self.ref.catalogue)
+
+    @rpc(expected_exceptions=InvalidFilters)
+    def case(self, case_id: str) -> dict[str, Any] | None:
+        """The case as ``GET /api/v1/cases/<id>`` shows it, or None when there is none."""
+        if not isinstance(case_id, str):
+            raise InvalidFilters({"case_id": ["Not a valid string."]})
+        if len(case_id) > 64 or UNSTORABLE.search(case_id):
+            return None  # no case has such an id
+        with self.db.read() as s:
+            case = load(s, case_id)
+            return None if case is None else views.case_view(case, views.timeline_of(s, case_id))
+
+    @json_http("GET", "/api/v1/stats/funnel")
+    def stats_funnel(self, request: Request) -> dict[str, Any]:
+        f, _ = self._http_filters(FunnelQuery, request)
+        with self.db.read() as s:
+            return queries.funnel(s, self.ref.grid, f, self.ref.catalogue)
+
+    @json_http("GET", "/api/v1/stats/measures")
+    def stats_measures(self, request: Request) -> dict[str, Any]:
+        return self._measures(*self._http_filters(MeasuresQuery, request))
+
+    def _measures(self, f: Filters, q: dict[str, Any]) -> dict[str, Any]:
+        with self.db.read() as s:
+            return queries.measures(s, self.ref.grid, self.ref.catalogue, f, self.clock.now(),
+                                    q.get("top", DEFAULT_TOP))
+
+    def _filters(self, schema: type[Schema], raw: dict[str, Any]) -> tuple[Filters, dict]:
+        q = schema().load(raw)
+        return filters_from(q, self.ref.grid, self.ref.catalogue), q
+
+    def _rpc_filters(self, schema: type[Schema], raw: dict[str, Any]) -> tuple[Filters, dict]:
+        try:
+            return self._filters(schema, raw)
+        except ValidationError as exc:
+            raise InvalidFilters(exc.normalized_messages()) from exc
+
+    def _http_filters(self, schema: type[Schema], request: Request) -> tuple[Filters, dict]:
+        try:
+            return self._filters(schema, request.args.to_dict())
+        except InvalidFilters as exc:
+            raise ApiError(exc.errors, status=422) from exc
 
     # -- departments act -------------------------------------------------------------------
     @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/ack")

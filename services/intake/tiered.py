@@ -195,6 +195,10 @@ class TieredResponse(CaseCore):
         if a is None:
             raise TransitionError(f"no assignment for {data['department']}")
         a.report_in_due, a.resolve_due = data["report_in_due"], data["resolve_due"]
+        if a.acknowledged_at is None and a.report_in_due is not None:
+            # a report-in still to come was moved by right (a rework's new cycle, a pause):
+            # 响应率 judges it against the new deadline
+            a.first_report_in_due = a.report_in_due
         self.record(at, "rescheduled", actor="escalation",
                     reason=f"{data['department']}: {data['reason']}",
                     data=plain(data))
@@ -215,6 +219,7 @@ class TieredResponse(CaseCore):
                 a.report_in_due = m.get("next_due")
             else:
                 a.resolve_due = m.get("next_due")
+                a.resolve_missed = True
 
     def _check_node(self, by: dict[str, Any], node_code: str) -> None:
         if by.get("code") != node_code:

@@ -34,7 +34,7 @@ from poison import POISON_KINDS, dead_letter_reason, dead_letters, poison_messag
 from reporters import Reporters, report_bodies
 from verdict import Verdict
 
-from gridflow import SERVICES
+from gridflow import PIPELINE
 from gridflow.supervisor import Supervisor
 from shared.amqp import topology as topo
 from shared.config import PROJECT_ROOT
@@ -96,6 +96,8 @@ class ChaosRun:
             "GRIDFLOW_HTTP_ADDRESS": self.http,
             "GRIDFLOW_PUBLIC_URL": self.base_url,
             "GRIDFLOW_ESCALATION_HTTP_ADDRESS": f"127.0.0.1:{free_port()}",
+            "GRIDFLOW_ROUTING_HTTP_ADDRESS": f"127.0.0.1:{free_port()}",
+            "GRIDFLOW_NOTIFY_HTTP_ADDRESS": f"127.0.0.1:{free_port()}",
             "GRIDFLOW_LOG_LEVEL": "WARNING",
         })
         if self.plan.database_url:
@@ -106,7 +108,7 @@ class ChaosRun:
         self.var_dir.mkdir(parents=True, exist_ok=True)
         self.say(f"starting a RabbitMQ node of our own ({self.broker.node}, {self.broker.host})")
         self.broker.start()
-        self.supervisor = Supervisor(list(SERVICES), self.var_dir, out=_Lines(self.say),
+        self.supervisor = Supervisor(list(PIPELINE), self.var_dir, out=_Lines(self.say),
                                      env=self.env())
         self.supervisor.start_all()
         threading.Thread(target=self._watch, daemon=True).start()
@@ -162,7 +164,7 @@ class ChaosRun:
             self.restart_broker()
         elif what == "poison":
             self.poison(round_no)
-        elif what in SERVICES:
+        elif what in PIPELINE:
             self.kill(what)
         else:
             raise ValueError(f"unknown fault {what!r}")
@@ -231,7 +233,7 @@ class ChaosRun:
         stable_since, last = time.monotonic(), -1
         try:
             while time.monotonic() < deadline:
-                unsent = sum(dbs.unsent(s) for s in SERVICES)
+                unsent = sum(dbs.unsent(s) for s in PIPELINE)
                 stats = queue_stats(self.broker.api, self.vhost)
                 backlog = {n: q.get("messages", 0) or 0 for n, q in stats.items()
                            if not n.endswith(".dlq") and n != topo.UNROUTED_QUEUE}
@@ -279,7 +281,7 @@ class ChaosRun:
                                           if r.type != "case.assigned"
                                           or r.queue.startswith("dispatch.tier.")))
             v.consumer_reconnects = departments.reconnects
-            v.unsent_outbox = {s: dbs.unsent(s) for s in SERVICES}
+            v.unsent_outbox = {s: dbs.unsent(s) for s in PIPELINE}
         finally:
             dbs.dispose()
         found: dict[str, str] = {}

@@ -1,4 +1,4 @@
-"""The four services as separate processes, as a district would run them, on a fresh
+"""The four pipeline services as separate processes, as a district would run them, on a fresh
 vhost and database per test."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from nameko.testing.utils import find_free_port
 from processes import Processes, declared, healthy
 
-from gridflow import SERVICES
+from gridflow import PIPELINE
 from support import wait_for
 
 
@@ -31,12 +31,14 @@ def system(
         "GRIDFLOW_HTTP_ADDRESS": f"127.0.0.1:{http_port}",
         "GRIDFLOW_PUBLIC_URL": base_url,
         "GRIDFLOW_ESCALATION_HTTP_ADDRESS": f"127.0.0.1:{find_free_port()}",
+        "GRIDFLOW_ROUTING_HTTP_ADDRESS": f"127.0.0.1:{find_free_port()}",
+        "GRIDFLOW_NOTIFY_HTTP_ADDRESS": f"127.0.0.1:{find_free_port()}",
         **({"DATABASE_URL": database_url} if database_url else {}),
     }
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
     procs = Processes(env, log_dir, base_url)
-    for name in SERVICES:
+    for name in PIPELINE:
         procs.start(name)
     try:
         wait_for(lambda: healthy(base_url), timeout=30, what="intake health")

@@ -134,6 +134,17 @@ ENDPOINTS: dict[tuple[str, str], Spec] = {
         "state": st.sampled_from(["open", "closed"]), "grid": st.sampled_from(GRID_CODES),
         "department": st.sampled_from(DEPARTMENTS)}, examples=20),
     ("GET", "/health"): Spec(examples=10),
+    ("GET", "/metrics"): Spec(examples=10),  # Prometheus' text, from every service
+    ("GET", "/api/v1/stats/funnel"): Spec(query={
+        "grid": st.sampled_from(GRID_CODES), "department": st.sampled_from(DEPARTMENTS),
+        "since": st.sampled_from(["2026-11-01T00:00:00+08:00", "2026-11-23", "yesterday"]),
+        "until": st.sampled_from(["2026-12-01T00:00:00Z", "9999-12-31T23:59:59+14:00"])},
+        examples=30),
+    ("GET", "/api/v1/stats/measures"): Spec(query={
+        "grid": st.sampled_from(GRID_CODES), "department": st.sampled_from(DEPARTMENTS),
+        "since": st.sampled_from(["2026-11-01T00:00:00+08:00", "0001-01-01T00:00:00+00:00"]),
+        "until": st.sampled_from(["2026-12-01T00:00:00Z", "2026-11-01T00:00:00Z"]),
+        "top": st.sampled_from(["1", "50", "0", "-3", "x"])}, examples=30),
     ("POST", "/api/v1/cases/<case_id>/assignments/<department>/progress"): Spec(
         valid=({"note": "已到场", "media_urls": PHOTO},), schema=bodies.ProgressBody),
     ("POST", "/api/v1/cases/<case_id>/assignments/<department>/return"): Spec(
@@ -161,6 +172,7 @@ ENDPOINTS: dict[tuple[str, str], Spec] = {
 }
 ESCALATION_ENDPOINTS: dict[tuple[str, str], Spec] = {
     ("GET", "/health"): Spec(examples=25),
+    ("GET", "/metrics"): Spec(examples=10),
 }
 
 
@@ -188,7 +200,8 @@ def world(
     escalation = container_factory(
         EscalationService, {**service_config, "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}"})
     routes = {"escalation": _routes(escalation)}  # all of them, before they are restricted
-    restrict_entrypoints(escalation, "ledger", "audit_report", "health")  # no clocks, events
+    restrict_entrypoints(escalation, "ledger", "audit_report", "health",  # no clocks, events
+                         "metrics_page")
     replace_dependencies(escalation, clock=clock)
     escalation.start()
     up = run_services(IntakeService, RoutingService, NotifyService, clock=clock)

@@ -829,3 +829,28 @@ def test_supervision_opened_and_closed_are_on_the_timeline():
     assert second.reason == "fire report_in, police resolve off the supervision ledger"
     assert case.pending_events == []
     assert case.state == CaseState.DISPATCHED
+
+
+def test_a_missed_deadline_stays_missed_for_the_measures():
+    """Escalation moves the deadlines on; 响应率 and 按期结案率 must still see the miss."""
+    case = fresh(dispatched_case())
+    case.escalated({
+        "reason": "report_in_missed",
+        "missed": [missed("fire", "report_in", REPORT_IN_DUE, minutes(45)),
+                   missed("police", "resolve", RESOLVE_DUE, minutes(900))],
+        "from_tier": tier("community"), "to_tier": tier("street"), "step": 1,
+        "escalated_at": minutes(31),
+    }, minutes(31))
+    fire, police = case.assignment("fire"), case.assignment("police")
+    assert fire.report_in_due == minutes(45) and fire.first_report_in_due == REPORT_IN_DUE
+    assert police.resolve_missed and not fire.resolve_missed
+    case.acknowledge("fire", actor="", note="", at=minutes(40))
+    assert fire.acknowledged_at > fire.first_report_in_due  # late, though before the new one
+
+
+def test_a_rework_starts_a_new_report_in_cycle():
+    case = fresh(dispatched_case())
+    case.rescheduled({"department": "fire", "report_in_due": minutes(800),
+                      "resolve_due": minutes(2000), "reason": "reopened: not fixed",
+                      "at": minutes(700)}, minutes(700))
+    assert case.assignment("fire").first_report_in_due == minutes(800)
