@@ -1,5 +1,5 @@
-"""``gridflow``: run the services, subscribe and respond as a department, declare the broker
-topology."""
+"""``gridflow``: run the services, subscribe and respond as a department, simulate a
+district's day, declare the broker topology."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser(
         "up",
         help="run every service (the demo district by default)",
-        description="Run all services as separate processes; restart crashes; "
+        description="Run all services as separate processes, on a demo clock (--speed), "
+        "with a simulated district (gridflow simulate) once intake answers; restart crashes; "
         "Ctrl-C stops them all.",
     )
     up.add_argument(
@@ -31,6 +32,27 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(SERVICES),
         metavar="SERVICE",
         help=f"only these ({', '.join(sorted(SERVICES))})",
+    )
+    up.add_argument(
+        "--speed",
+        type=_positive,
+        default=60.0,
+        metavar="S",
+        help="demo clock: S demo seconds per real second, starting at 08:30 of a working day "
+        "(default 60: a demo day in 24 minutes, a 30-minute report-in deadline in 30 seconds); "
+        "1 runs on real time",
+    )
+    up.add_argument(
+        "--rate",
+        type=float,
+        default=10.0,
+        metavar="N",
+        help="the simulator's reports per real minute (default 10)",
+    )
+    up.add_argument(
+        "--no-simulator",
+        action="store_true",
+        help="no simulated district: a quiet system for the manual walkthrough",
     )
 
     run = sub.add_parser(
@@ -80,6 +102,16 @@ def _parser() -> argparse.ArgumentParser:
                    "retry safely")
     r.add_argument("--amqp-uri", default=DEFAULT_AMQP, help="broker URL (default $AMQP_URI)")
 
+    from gridflow import simulator
+
+    sim = sub.add_parser(
+        "simulate",
+        help="play a district's day against a running gridflow (reports, departments, "
+        "grid workers, ratings)",
+        description=simulator.DESCRIPTION,
+    )
+    simulator.add_arguments(sim)
+
     t = sub.add_parser(
         "topology",
         help="declare every exchange and queue on the broker",
@@ -88,6 +120,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--amqp-uri", default=DEFAULT_AMQP, help="broker URL (default $AMQP_URI)")
     return p
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         from gridflow import respond
 
         return respond.main(args)
+    if args.command == "simulate":
+        from gridflow import simulator
+
+        return simulator.main(args)
     if args.command == "topology":
         return _topology(args.amqp_uri)
     return 2

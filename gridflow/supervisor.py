@@ -1,11 +1,16 @@
 """``gridflow up``: run every service as its own process, restart what dies, stop cleanly.
 
 Each service's structured log goes to ``var/log/<service>.log``; the console gets a short
-account of what is happening and where to look.
+account of what is happening and where to look. By default the services run on a demo
+clock (``--speed 60``: a demo day in 24 minutes, from 08:30 of a working day) and, once
+intake answers, a simulated district (``gridflow simulate``) is started as one more
+supervised child, its log in ``var/log/simulator.log``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -13,26 +18,48 @@ import sys
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from gridflow import SERVICES
+from shared.clock import CLOCK_VARS, ScaledClock, working_morning
 
 CRASH_WINDOW_S = 60.0
 CRASH_LIMIT = 5
 
 
+DEFAULT_SPEED = 60.0  # a demo day in 24 minutes
+DEFAULT_RATE = 10.0  # the simulator's reports per real minute
+AUDIT_MARGIN_S = 60.0  # escalation's default, in real seconds
+CLOCK_FILE = "demo-clock.json"  # how far the last run's demo time got
+
+
 @dataclass
 class Child:
+    """A supervised process: a service (``python -m gridflow.run_service <name>``) unless
+    ``command`` says otherwise (the simulator)."""
+
     name: str
     log_path: Path
+    command: list[str] | None = None
     proc: subprocess.Popen[bytes] | None = None
     log: Any = None
     started_at: float = 0.0
     crashes: deque[float] = field(default_factory=deque)
     exits: int = 0  # every exit the supervisor restarted, however long ago
     given_up: bool = False
+
+    @property
+    def is_service(self) -> bool:
+        return self.command is None
+
+    def argv(self) -> list[str]:
+        if self.command is not None:
+            return list(self.command)
+        return [sys.executable, "-m", "gridflow.run_service", self.name]
 
 
 class Supervisor:
@@ -44,11 +71,20 @@ class Supervisor:
         env: dict[str, str] | None = None,
     ) -> None:
         """``env``: the children's environment (default: this process's)."""
+        self.var_dir = var_dir
         self.children = [Child(s, var_dir / "log" / f"{s}.log") for s in services]
         self.out = out
         self.env = env
+        # called each second with False, and with True when stopping
+        self.on_tick: Callable[[bool], None] | None = None
         self._stopping = False
         (var_dir / "log").mkdir(parents=True, exist_ok=True)
+
+    def add(self, name: str, command: list[str]) -> Child:
+        """One more child running ``command`` (not a service), supervised alike."""
+        child = Child(name, self.var_dir / "log" / f"{name}.log", command=command)
+        self.children.append(child)
+        return child
 
     def say(self, text: str) -> None:
         print(f"[gridflow] {text}", file=self.out, flush=True)
@@ -58,7 +94,7 @@ class Supervisor:
         base = os.environ if self.env is None else self.env
         env = {**base, "GRIDFLOW_SERVICE": child.name, "PYTHONUNBUFFERED": "1"}
         child.proc = subprocess.Popen(
-            [sys.executable, "-m", "gridflow.run_service", child.name],
+            child.argv(),
             stdout=child.log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -94,12 +130,21 @@ class Supervisor:
             self.start(child)
 
     def stop_all(self, timeout: float = 15.0) -> None:
+        """SIGTERM every child, the others (the simulator) first so that they do not call
+        services that are stopping; kill what has not stopped within ``timeout``."""
         self._stopping = True
-        for child in self.children:
+        others = [c for c in self.children if not c.is_service]
+        services = [c for c in self.children if c.is_service]
+        self._stop(others, min(timeout, 10.0))
+        self._stop(services, timeout)
+        self.say("all services stopped")
+
+    def _stop(self, children: list[Child], timeout: float) -> None:
+        for child in children:
             if child.proc and child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for child in self.children:
+        for child in children:
             if child.proc is None:
                 continue
             try:
@@ -110,7 +155,6 @@ class Supervisor:
                 child.proc.wait()
             if child.log:
                 child.log.close()
-        self.say("all services stopped")
 
     def run_forever(self) -> int:
         """Restart what dies until SIGTERM or Ctrl-C (see ``stop_on_signal``), then stop."""
@@ -118,14 +162,21 @@ class Supervisor:
             while True:
                 time.sleep(1.0)
                 self.check()
+                self._tick(final=False)
         except KeyboardInterrupt:
             self.shutdown()
         return 0
+
+    def _tick(self, final: bool) -> None:
+        if self.on_tick is not None:
+            with contextlib.suppress(OSError):
+                self.on_tick(final)
 
     def shutdown(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the
             signal.signal(sig, signal.SIG_IGN)  # clean stop short (it kills after 15 s)
         self.say("stopping …")
+        self._tick(final=True)
         self.stop_all()
 
 
@@ -156,9 +207,21 @@ def wait_http(url: str, timeout: float, say: Any) -> bool:
     return False
 
 
-def banner(http: str, amqp_uri: str, var_dir: Path, departments: list[str]) -> str:
+@dataclass(frozen=True)
+class Demo:
+    """What ``gridflow up`` adds to the services: the demo clock and the simulator."""
+
+    clock: ScaledClock | None = None  # None: real time
+    simulator_rate: float | None = None  # None: no simulator
+    monitor: bool = False  # the monitor service is among the children
+    tz: Any = None  # the calendar's time zone (default Asia/Shanghai)
+
+
+def banner(http: str, amqp_uri: str, var_dir: Path, departments: list[str],
+           demo: Demo | None = None) -> str:
     from shared.config import http_address
 
+    demo = demo or Demo()
     base = f"http://{http}"
     example = (
         f"curl -s -X POST {base}/api/v1/reports -H 'content-type: application/json' -d "
@@ -166,10 +229,14 @@ def banner(http: str, amqp_uri: str, var_dir: Path, departments: list[str]) -> s
         '"description": "消防通道被车辆堵塞", "reporter": {"kind": "grid_worker", '
         '"id": "gw-0001"}}\''
     )
+    monitor = (f"  monitor         http://{http_address('monitor')}/  (operators' page; user "
+               'operator, password from GRIDFLOW_MONITOR_PASSWORD, default "gridflow")'
+               + ("" if demo.monitor else " — not started"))
     return "\n".join(
         [
             "",
             "gridflow is up — demo district 雨城区 (deploy/demo/)",
+            monitor,
             f"  intake API      {base}/api/v1/  (health: {base}/health)",
             f"  categories      {base}/api/v1/categories",
             f"  grid tree       {base}/api/v1/grids?depth=2",
@@ -179,11 +246,14 @@ def banner(http: str, amqp_uri: str, var_dir: Path, departments: list[str]) -> s
             "  RabbitMQ UI     http://127.0.0.1:15672/  (guest / guest)",
             f"  broker          {amqp_uri.split('@')[-1]}",
             f"  logs            {var_dir / 'log'}/<service>.log",
+            *_demo_lines(demo, var_dir),
             "",
             "Try it (in another terminal):",
             "  .venv/bin/gridflow subscribe --department fire",
             "  .venv/bin/gridflow subscribe --tier community     # what 社区 is told",
             f"  {example}",
+            *(["  (your subscriber gets its queue's messages before the simulator does: "
+               "consumer priority)"] if demo.simulator_rate is not None else []),
             "",
             f"Departments: {', '.join(departments)}",
             "Ctrl-C stops everything.",
@@ -192,28 +262,134 @@ def banner(http: str, amqp_uri: str, var_dir: Path, departments: list[str]) -> s
     )
 
 
+def _demo_lines(demo: Demo, var_dir: Path) -> list[str]:
+    from zoneinfo import ZoneInfo
+
+    lines = []
+    if demo.clock is not None:
+        c = demo.clock
+        tz = demo.tz or ZoneInfo("Asia/Shanghai")
+        local = c.start.astimezone(tz)
+        lines += [
+            f"  demo time       speed {c.speed:g}: a demo day in {_real_span(86400 / c.speed)}, "
+            f"from {local:%a %Y-%m-%d %H:%M} ({tz})",
+            f"                  a 30-minute report-in deadline passes in "
+            f"{_real_span(1800 / c.speed)}; --speed 1 for real time",
+        ]
+    else:
+        lines.append("  demo time       off: real time (--speed 60 for a demo day in 24 minutes)")
+    if demo.simulator_rate is not None:
+        lines += [
+            f"  simulator       {demo.simulator_rate:g} reports a real minute; departments, grid "
+            f"workers, reporters answer (log {var_dir / 'log' / 'simulator.log'})",
+            "                  for a quiet walkthrough: gridflow up --no-simulator",
+        ]
+    else:
+        lines.append("  simulator       off (gridflow simulate --help to run one by hand)")
+    return lines
+
+
+def _real_span(seconds: float) -> str:
+    if seconds >= 5400:
+        return f"{seconds / 3600:.1f} hours"
+    if seconds >= 90:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds:.3g} seconds"
+
+
+# -- the demo clock ------------------------------------------------------------------------------
+def demo_clock(calendar: Any, var_dir: Path, speed: float,
+               now: datetime | None = None) -> ScaledClock:
+    """Demo time for a run: from 08:30 of today (or the next working day), or of the working
+    day after the demo time a previous run on this ``var_dir`` reached; real epoch now."""
+    now = now or datetime.now(UTC)
+    start = working_morning(calendar, now, not_before=last_demo_time(var_dir))
+    return ScaledClock(start, now, speed)
+
+
+def last_demo_time(var_dir: Path) -> datetime | None:
+    """How far the demo clock of the last run on ``var_dir`` got (None if unknown)."""
+    try:
+        data = json.loads((var_dir / CLOCK_FILE).read_text())
+        at = datetime.fromisoformat(data["demo_now"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return at if at.tzinfo is not None else None
+
+
+def save_demo_time(var_dir: Path, clock: ScaledClock) -> None:
+    path = var_dir / CLOCK_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"demo_now": clock.now().isoformat(), **clock.env()}))
+    tmp.replace(path)
+
+
+def clock_env(base: dict[str, str], clock: ScaledClock | None) -> dict[str, str]:
+    """The children's environment: the demo clock's three variables (and escalation's
+    auditor margin, which counts demo seconds, scaled so that it stays a real minute), or
+    none of them for real time."""
+    env = {k: v for k, v in base.items() if clock is not None or k not in CLOCK_VARS}
+    if clock is not None:
+        env.update(clock.env())
+        env.setdefault("GRIDFLOW_AUDIT_MARGIN_S", f"{AUDIT_MARGIN_S * clock.speed:g}")
+    return env
+
+
+def simulator_command(http: str, amqp_uri: str, rate: float, speed: float) -> list[str]:
+    return [sys.executable, "-m", "gridflow.simulator", "--intake", f"http://{http}",
+            "--amqp-uri", amqp_uri, "--rate", f"{rate:g}", "--speed", f"{speed:g}"]
+
+
 def main(args: Any) -> int:
     from shared.config import Settings
     from shared.reference import load_reference
 
     settings = Settings.from_config({})
     ref = load_reference(settings.data_dir)
-    sup = Supervisor(args.services or list(SERVICES), settings.var_dir)
+    speed = float(getattr(args, "speed", None) or DEFAULT_SPEED)
+    rate = float(getattr(args, "rate", None) or DEFAULT_RATE)
+    simulate = not getattr(args, "no_simulator", False)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    clock = demo_clock(ref.calendar, settings.var_dir, speed) if speed != 1 else None
+    sup = Supervisor(args.services or list(SERVICES), settings.var_dir,
+                     env=clock_env(dict(os.environ), clock))
+    if clock is not None:
+        last_saved = [0.0]
+
+        def save(final: bool) -> None:
+            if final or time.monotonic() - last_saved[0] >= 10:
+                save_demo_time(settings.var_dir, clock)
+                last_saved[0] = time.monotonic()
+
+        sup.on_tick = save
+        save_demo_time(settings.var_dir, clock)
     sup.say(
         f"demo data: {len(ref.grid)} grid nodes, {len(ref.catalogue.categories)} categories, "
         f"{len(ref.catalogue.departments)} departments ({settings.data_dir})"
     )
+    if clock is not None:
+        sup.say(f"demo clock: speed {speed:g}, demo time starts at {clock.start.isoformat()}")
     stop_on_signal()
     try:
         sup.start_all()
         http = os.environ.get("GRIDFLOW_HTTP_ADDRESS", "127.0.0.1:8000")
-        intake_runs = "intake" in [c.name for c in sup.children]
+        names = [c.name for c in sup.children]
+        intake_runs = "intake" in names
         if intake_runs and not wait_http(f"http://{http}/health", 60, sup.say):
             sup.say("intake did not answer within 60 s; see var/log/intake.log")
             sup.stop_all()
             return 1
+        if simulate and intake_runs:
+            child = sup.add("simulator", simulator_command(http, settings.amqp_uri, rate, speed))
+            sup.start(child)
+            assert child.proc is not None
+            sup.say(f"started {child.name:<10} pid {child.proc.pid:<7} log {child.log_path}")
+        elif simulate:
+            sup.say("no simulator: it needs intake (--services … intake)")
         sup.say(banner(http, settings.amqp_uri, settings.var_dir,
-                       sorted(ref.catalogue.departments)))
+                       sorted(ref.catalogue.departments),
+                       Demo(clock=clock, simulator_rate=rate if simulate and intake_runs else None,
+                            monitor="monitor" in names, tz=ref.calendar.tz)))
     except KeyboardInterrupt:  # stopped while starting
         sup.shutdown()
         return 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from nameko.extensions import DependencyProvider
 
-from shared.clock import Clock, SystemClock
-from shared.config import Settings
+from shared.clock import Clock, clock_from_env
+from shared.config import Settings, setting
 from shared.reference import ReferenceData, load_reference
 
 
@@ -20,10 +20,22 @@ class Reference(DependencyProvider):
 
 
 class ClockProvider(DependencyProvider):
-    """Wall-clock time; tests swap in a FakeClock with ``replace_dependencies``."""
+    """Domain time. An explicit ``clock`` wins; otherwise the demo clock when
+    ``GRIDFLOW_CLOCK_SPEED`` / ``_START`` / ``_EPOCH`` are set (in the nameko config or the
+    environment, read when the container starts), else wall-clock time
+    (``shared.clock.clock_from_env``). Tests swap in a FakeClock with
+    ``replace_dependencies``."""
 
     def __init__(self, clock: Clock | None = None) -> None:
-        self.clock = clock or SystemClock()
+        self._explicit = clock
+        self.clock: Clock | None = clock
+
+    def setup(self) -> None:
+        if self._explicit is None:
+            config = self.container.config
+            self.clock = clock_from_env(lambda key: setting(config, key, None))
 
     def get_dependency(self, worker_ctx: object) -> Clock:
+        if self.clock is None:  # not set up (used outside a container)
+            self.clock = clock_from_env()
         return self.clock

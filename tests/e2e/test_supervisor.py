@@ -14,6 +14,7 @@ import pytest
 from nameko.testing.utils import find_free_port
 from processes import healthy
 
+from gridflow import SERVICES
 from support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +28,8 @@ def test_up_stops_cleanly_when_signalled_twice(amqp_uri_pika: str, tmp_path: Pat
         "AMQP_URI": amqp_uri_pika,
         "GRIDFLOW_VAR_DIR": str(tmp_path / "var"),
         "GRIDFLOW_HTTP_ADDRESS": http,
-        "GRIDFLOW_ESCALATION_HTTP_ADDRESS": f"127.0.0.1:{find_free_port()}",
+        **{f"GRIDFLOW_{s.upper()}_HTTP_ADDRESS": f"127.0.0.1:{find_free_port()}"
+           for s in SERVICES if s != "intake"},
     }
     proc = subprocess.Popen([sys.executable, "-m", "gridflow.cli", "up"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
