@@ -26,7 +26,11 @@ def assignment_view(a: Assignment) -> dict[str, Any]:
         "department": a.department,
         "role": a.role,
         "state": a.state,
-        "deadlines": {"report_in": _iso(a.report_in_due), "resolve": _iso(a.resolve_due)},
+        # report_in and resolve are the deadlines running now (escalation moves them on);
+        # first_report_in is the one 响应率 judges by, resolve_missed whether one was missed
+        "deadlines": {"report_in": _iso(a.report_in_due), "resolve": _iso(a.resolve_due),
+                      "first_report_in": _iso(a.first_report_in_due)},
+        "resolve_missed": bool(a.resolve_missed),
         "dispatched_at": _iso(a.dispatched_at),
         "acknowledged_at": _iso(a.acknowledged_at),
         "resolved_at": _iso(a.resolved_at),

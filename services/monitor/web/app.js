@@ -63,7 +63,9 @@ function barChart(container, items, {percent = false, warnAbove = null} = {}) {
   const NS = "http://www.w3.org/2000/svg", rowH = 22, labelW = 150, width = 560;
   const max = Math.max(percent ? 1 : 0, ...items.map((i) => i.value || 0)) || 1;
   const svg = document.createElementNS(NS, "svg");
-  svg.setAttribute("viewBox", `0 0 ${width} ${items.length * rowH + 8}`);
+  const height = items.length * rowH + 8;
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("width", width); svg.setAttribute("height", height);
   items.forEach((item, i) => {
     const y = 4 + i * rowH, w = ((item.value || 0) / max) * (width - labelW - 80);
     const label = document.createElementNS(NS, "text");
