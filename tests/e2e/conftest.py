@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 from nameko.testing.utils import find_free_port
-from processes import Processes, declared, healthy
+from processes import Processes, running
 
 from gridflow import PIPELINE
-from support import wait_for
 
 
 @pytest.fixture
@@ -35,21 +34,7 @@ def system(
         "GRIDFLOW_NOTIFY_HTTP_ADDRESS": f"127.0.0.1:{find_free_port()}",
         **({"DATABASE_URL": database_url} if database_url else {}),
     }
-    log_dir = tmp_path / "logs"
-    log_dir.mkdir()
-    procs = Processes(env, log_dir, base_url)
-    for name in PIPELINE:
-        procs.start(name)
-    try:
-        wait_for(lambda: healthy(base_url), timeout=30, what="intake health")
-        wait_for(lambda: declared(amqp_uri_pika), timeout=30, what="the broker topology")
+    with running(env, tmp_path / "logs", base_url, PIPELINE, amqp_uri=amqp_uri_pika) as procs:
         yield procs
-    except BaseException:
-        print(procs.logs())
-        raise
-    finally:
-        procs.stop()
-    crashed = {n: p.returncode for n, p in procs.procs.items() if p.returncode not in (0, -15)}
-    assert not crashed, f"services exited badly: {crashed}\n{procs.logs()}"
 
 

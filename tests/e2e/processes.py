@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +91,29 @@ def declared(amqp_uri: str) -> bool:
         return True
     finally:
         conn.close()
+
+
+@contextmanager
+def running(env: dict[str, str], log_dir: Path, base_url: str, services: Iterable[str], *,
+            amqp_uri: str, also_healthy: Iterable[str] = ()) -> Iterator[Processes]:
+    """``services`` as processes, intake (and ``also_healthy``) answering and the topology
+    declared; stopped afterwards, their logs printed if the block failed, and a failure if
+    one of them exited badly."""
+    from support import wait_for
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = Processes(env, log_dir, base_url)
+    for name in services:
+        procs.start(name)
+    try:
+        for url in (base_url, *also_healthy):
+            wait_for(lambda u=url: healthy(u), timeout=30, what=f"{url}/health")
+        wait_for(lambda: declared(amqp_uri), timeout=30, what="the broker topology")
+        yield procs
+    except BaseException:
+        print(procs.logs())
+        raise
+    finally:
+        procs.stop()
+    crashed = {n: p.returncode for n, p in procs.procs.items() if p.returncode not in (0, -15)}
+    assert not crashed, f"services exited badly: {crashed}\n{procs.logs()}"

@@ -20,7 +20,7 @@ import pytest
 import requests
 from browser import chromium, screenshot, until
 from nameko.testing.utils import find_free_port
-from processes import Processes, declared, healthy
+from processes import Processes, running
 from selenium.webdriver.common.by import By
 
 from gridflow import SERVICES
@@ -81,22 +81,12 @@ def district(tmp_path_factory: pytest.TempPathFactory) -> Iterator[District]:
         "GRIDFLOW_CLOCK_START": DEMO_START.isoformat(),
         "GRIDFLOW_CLOCK_EPOCH": EPOCH[0].isoformat(),
     }
-    log_dir = tmp / "logs"
-    log_dir.mkdir()
-    procs = Processes(env, log_dir, base_url)
-    for name in SERVICES:
-        procs.start(name)
+    monitor = f"http://127.0.0.1:{ports['monitor']}"
     try:
-        wait_for(lambda: healthy(base_url), timeout=30, what="intake health")
-        wait_for(lambda: healthy(f"http://127.0.0.1:{ports['monitor']}"), timeout=30,
-                 what="monitor health")
-        wait_for(lambda: declared(amqp_uri), timeout=30, what="the broker topology")
-        yield District(procs, amqp_uri, f"http://127.0.0.1:{ports['monitor']}")
-    except BaseException:
-        print(procs.logs())
-        raise
+        with running(env, tmp / "logs", base_url, SERVICES, amqp_uri=amqp_uri,
+                     also_healthy=[monitor]) as procs:
+            yield District(procs, amqp_uri, monitor)
     finally:
-        procs.stop()
         requests.delete(f"{MANAGEMENT}/vhosts/{vhost}", auth=GUEST, timeout=30)
 
 

@@ -21,15 +21,16 @@ import pika
 import pytest
 import requests
 from nameko.testing.utils import find_free_port
-from processes import Processes, declared, healthy
+from processes import healthy, running
 
+from gridflow import PIPELINE
 from shared.clock import ScaledClock, working_morning
 from shared.reference import load_reference
 from support import wait_for
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-PIPELINE = ("intake", "routing", "escalation", "notify")  # the monitor only watches
+
 SPEED = 1500  # 30 real seconds = 12.5 demo hours; a 30-minute deadline passes in 1.2 s
 SECONDS = 30
 
@@ -84,13 +85,7 @@ def test_a_simulated_day_reports_acks_resolves_closes_rates_and_escalates(
                         now, SPEED)
     env = {**ports_env(amqp_uri_pika, tmp_path / "var", http), **clock.env(),
            "GRIDFLOW_AUDIT_MARGIN_S": str(60 * SPEED)}
-    (tmp_path / "logs").mkdir()
-    procs = Processes(env, tmp_path / "logs", base)
-    for name in PIPELINE:
-        procs.start(name)
-    try:
-        wait_for(lambda: healthy(base), timeout=30, what="intake health")
-        wait_for(lambda: declared(amqp_uri_pika), timeout=30, what="the broker topology")
+    with running(env, tmp_path / "logs", base, PIPELINE, amqp_uri=amqp_uri_pika):
         sim = subprocess.run(
             [sys.executable, "-m", "gridflow.cli", "simulate", "--intake", base,
              "--amqp-uri", amqp_uri_pika, "--rate", "60", "--speed", str(SPEED),
@@ -139,13 +134,6 @@ def test_a_simulated_day_reports_acks_resolves_closes_rates_and_escalates(
             assert dlq.method.message_count == 0  # no AMQP answer refused
         finally:
             conn.close()
-    except BaseException:
-        print(procs.logs())
-        raise
-    finally:
-        procs.stop()
-    crashed = {n: p.returncode for n, p in procs.procs.items() if p.returncode not in (0, -15)}
-    assert not crashed, f"services exited badly: {crashed}\n{procs.logs()}"
 
 
 def test_up_runs_the_simulator_on_the_demo_clock_and_stops_it(amqp_uri_pika: str,
