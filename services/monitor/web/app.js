@@ -110,7 +110,8 @@ async function loadOverview() {
     card("services up", services.services.filter((s) => s.status === "up").length + " / " + services.services.length, down.length),
     card(down.length ? "down: " + down.join(", ") : "none down", down.length, down.length),
     card("queues needing attention", alerting, alerting),
-    card("messages waiting", queues.queues.reduce((n, q) => n + (q.kind === "retry" ? 0 : q.ready), 0)),
+    card("messages waiting for services and departments",
+      queues.queues.reduce((n, q) => n + (["service", "department", "tier"].includes(q.kind) ? q.ready : 0), 0)),
     card("dead letters parked", parked, parked),
   ]);
 }
