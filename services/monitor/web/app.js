@@ -195,8 +195,8 @@ function filterQuery(container) {
   if (state.grid) qs.set("grid", state.grid);
   return qs;
 }
-function crumbs(path) {
-  $("#grid-path").replaceChildren(...(path || []).map((n) =>
+function crumbs(container, path) {
+  container.replaceChildren(...(path || []).map((n) =>
     el("a", {href: "#", dataset: {grid: n.code}, onclick: (ev) => { ev.preventDefault(); drill(n.code); }},
       `${n.name}`)));
 }
@@ -207,7 +207,7 @@ async function loadCases() {
   periodFilters($("#cases-filters"), () => refresh());
   const qs = filterQuery($("#cases-filters"));
   const [funnel, list] = await Promise.all([api("/api/funnel?" + qs), api("/api/cases?" + qs + "&limit=50")]);
-  crumbs(funnel.path);
+  crumbs($("#grid-path"), funnel.path);
   barChart($("#funnel-state"), Object.entries(funnel.by_state).map(([k, v]) => ({label: k, value: v})));
   barChart($("#funnel-tier"), TIERS.filter((t) => t in funnel.by_tier).map((t) => ({label: `${TIER_ZH[t]} ${t}`, value: funnel.by_tier[t]})));
   fill($("#funnel-grid tbody"), (funnel.by_grid || []).map((g) =>
@@ -240,6 +240,7 @@ async function loadLedger() {
       el("td", {}, `${TIER_ZH[i.tier] || ""} ${i.tier}`), el("td", {}, i.owner ? `${i.owner.name || ""} ${i.owner.phone || ""}` : "—"),
       el("td", {}, fmtTime(i.due_at)), el("td", {class: "num"}, fmtDur(i.late_by_s)), el("td", {}, i.state))));
 }
+$("#measures-grid").addEventListener("change", (ev) => { if (ev.target.value) drill(ev.target.value); });
 $("#ledger-state").addEventListener("change", () => loadLedger().catch(showError));
 
 // -- the measures ---------------------------------------------------------------------------
@@ -250,7 +251,12 @@ const MEASURES = [
 ];
 async function loadMeasures() {
   periodFilters($("#measures-filters"), () => refresh());
-  const m = await api("/api/measures?" + filterQuery($("#measures-filters")));
+  const qs = filterQuery($("#measures-filters"));
+  const [m, funnel] = await Promise.all([api("/api/measures?" + qs), api("/api/funnel?" + qs)]);
+  crumbs($("#measures-path"), m.path);  // the grid subtree: the same as the Cases tab's
+  const narrow = $("#measures-grid");
+  narrow.replaceChildren(el("option", {value: ""}, "narrow to …"),
+    ...(funnel.by_grid || []).map((g) => el("option", {value: g.code}, `${g.name} (${g.tier})`)));
   const rates = m.rates || m;
   const rows = MEASURES.map(([key, label]) => {
     const r = rates[key] || {};
