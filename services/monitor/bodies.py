@@ -11,6 +11,7 @@ from .deadletters import STATES
 TIERS = ("compound", "area", "community", "street", "district")
 _CODE = validate.Regexp(r"^[0-9]{1,32}$", error="digits only")
 _MAX_IDS = 1000
+_MAX_ID = 2**63 - 1  # a database's 64-bit integer: a larger id names no dead letter
 
 
 class _Query(Schema):
@@ -36,7 +37,7 @@ class LettersQuery(Page):
 class _Selection(Schema):
     """Either ``ids`` or ``all`` (optionally of one ``queue``)."""
 
-    ids = fields.List(fields.Integer(validate=validate.Range(min=1)),
+    ids = fields.List(fields.Integer(validate=validate.Range(min=1, max=_MAX_ID)),
                       validate=validate.Length(min=1, max=_MAX_IDS))
     all = fields.Boolean(load_default=False)
     queue = fields.String(validate=validate.Length(max=200))

@@ -66,6 +66,15 @@ class Taken:
         for m in self.messages:
             m.ack()
 
+    def give_back(self) -> None:
+        """Return them to their queue now (what was made of them was not committed):
+        held unacked on a channel that stays open, they would wait there until it closes."""
+        for m in self.messages:
+            try:
+                m.requeue()
+            except BROKER_ERRORS:  # the channel is gone: the broker has them back already
+                break
+
 
 class BrokerAdmin:
     """One connection, used by one greenthread at a time."""

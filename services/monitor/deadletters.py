@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,9 @@ DEATH_HEADERS = (
 PARKED, REPLAYED, DISCARDED = "parked", "replayed", "discarded"
 STATES = (PARKED, REPLAYED, DISCARDED)
 MAX_PAYLOAD_CHARS = 64 * 1024
+# What no database keeps in text (PostgreSQL: a NUL; neither: an unpaired surrogate, which
+# py-amqp decodes header strings into): stored as U+FFFD, like bytes that are not UTF-8.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,8 @@ class DeadLetter:
 
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return "" if value is None else str(value)
+        value = value.decode("utf-8", "replace")
+    return "" if value is None else _UNSTORABLE.sub("\ufffd", str(value))
 
 
 def _instant(value: Any) -> datetime | None:
@@ -81,16 +85,16 @@ def _instant(value: Any) -> datetime | None:
 def jsonable(value: Any) -> Any:
     """Headers as JSON can hold them (AMQP tables carry bytes and datetimes)."""
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {_text(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     if isinstance(value, datetime):
         return _instant(value).isoformat()  # type: ignore[union-attr]
-    if isinstance(value, bytes):
+    if isinstance(value, bytes | str):
         return _text(value)
-    if value is None or isinstance(value, bool | int | float | str):
+    if value is None or isinstance(value, bool | int | float):
         return value
-    return str(value)
+    return _text(value)
 
 
 def _first_death(headers: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,14 @@ from shared.config import Settings, setting
 from shared.events import InvalidEvent, decode_heartbeat
 from shared.extensions.broker import BROKER_ERRORS
 from shared.extensions.context import ClockProvider, Reference
-from shared.extensions.http import ApiError, NotFound, Unavailable, json_http, read_json
+from shared.extensions.http import (
+    ApiError,
+    NotFound,
+    Unavailable,
+    json_http,
+    json_response,
+    read_json,
+)
 from shared.extensions.observability import Observed
 from shared.extensions.store import Store
 from shared.extensions.ticker import ticker
@@ -114,20 +121,33 @@ class MonitorService(Observed):
         done = {"dead_letters": 0, "heartbeats": 0}
         try:
             done["heartbeats"] = self._collect_beats()
-            for name in self._queue_names():
-                if name.endswith(".dlq"):
-                    done["dead_letters"] += self._collect_letters(name)
-        except BROKER_ERRORS as exc:
-            log.warning("cannot collect from the broker", extra={"error": repr(exc)})
+        except Exception as exc:  # the next round tries again; the letters go on
+            log.warning("cannot collect heartbeats", extra={"error": repr(exc)})
+        for name in self._queue_names():
+            if not name.endswith(".dlq"):
+                continue
+            try:
+                done["dead_letters"] += self._collect_letters(name)
+            except BROKER_ERRORS as exc:
+                log.warning("cannot collect from the broker", extra={"error": repr(exc)})
+                break
+            except Exception as exc:  # one queue's trouble does not stop the others
+                log.error("cannot collect dead letters", extra={"queue": name,
+                                                               "error": repr(exc)})
         return done
 
     def _collect_letters(self, dlq: str) -> int:
         taken = self.broker.take(dlq, COLLECT_BATCH)
         if not taken.messages:
             return 0
-        letters = [dl.read(dlq, m.properties or {}, m.headers, m.body) for m in taken.messages]
-        with self.db.transaction() as tx:
-            stored = records.collect(tx.session, letters, utcnow())
+        try:
+            letters = [dl.read(dlq, m.properties or {}, m.headers, m.body)
+                       for m in taken.messages]
+            with self.db.transaction() as tx:
+                stored = records.collect(tx.session, letters, utcnow())
+        except BaseException:
+            taken.give_back()
+            raise
         taken.ack()
         if stored:
             log.info("dead letters collected", extra={"queue": dlq, "count": stored})
@@ -141,10 +161,12 @@ class MonitorService(Observed):
                 beats.append(decode_heartbeat(m.body))
             except InvalidEvent as exc:
                 log.warning("bad heartbeat dropped", extra={"error": str(exc)})
-        if beats:
-            with self.db.transaction() as tx:
-                records.record_beats(tx.session, beats)
-        taken.ack()
+        try:
+            if beats:
+                with self.db.transaction() as tx:
+                    records.record_beats(tx.session, beats)
+        finally:
+            taken.ack()  # a beat not recorded is replaced by the next one in seconds
         return len(beats)
 
     @ticker("GRIDFLOW_MONITOR_SAMPLE_S", default=3.0)
@@ -187,7 +209,7 @@ class MonitorService(Observed):
                           detail={}, remote_addr=request.remote_addr or "")
         if not ok:
             raise ApiError({"_auth": ["unknown operator or wrong password"]}, status=401)
-        response = Response(f'{{"operator": "{body["name"]}"}}', mimetype="application/json")
+        response = json_response({"operator": body["name"]})  # a name JSON must escape too
         response.set_cookie(COOKIE, auth.issue_token(self.console.secret, body["name"]),
                             max_age=auth.SESSION_HOURS * 3600, httponly=True, samesite="Strict",
                             secure=self.console.secure_cookie)
@@ -366,7 +388,11 @@ class MonitorService(Observed):
 
     def _static(self, name: str) -> Response:
         path = WEB / name
-        if "/" in name or name.startswith(".") or not path.is_file():
+        try:
+            found = "/" not in name and not name.startswith(".") and path.is_file()
+        except OSError:  # a name the file system refuses (too long): no such file either
+            found = False
+        if not found:
             return Response("not found", status=404)
         kind = STATIC_TYPES.get(path.suffix, "application/octet-stream")
         return Response(path.read_bytes(), mimetype=kind,

@@ -20,10 +20,11 @@ class DbState:
     """A service's database as a comparable value: every row of the tables that change in
     place, the size and the last key of the append-only ones."""
 
-    def __init__(self, container: Any) -> None:
+    def __init__(self, container: Any, *, ignore: tuple[str, ...] = ()) -> None:
+        """``ignore``: tables left out (ones that change on their own, e.g. heartbeats)."""
         store = next(d for d in container.dependencies if isinstance(d, Store))
         self.engine = store.engine
-        self.tables = list(store.metadata.sorted_tables)
+        self.tables = [t for t in store.metadata.sorted_tables if t.name not in ignore]
         self.name = container.service_name
 
     def __call__(self) -> dict[str, Any]:

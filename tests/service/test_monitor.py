@@ -176,6 +176,29 @@ def test_a_message_collected_twice_is_stored_once(monitor, rabbit_config):
     assert len(parked(monitor)) == 1
 
 
+def test_a_batch_whose_commit_failed_goes_back_and_is_collected_next_round(
+    monitor, rabbit_config, monkeypatch
+):
+    """Held unacked on the monitor's open channel, a failed batch would wait there for
+    ever: it is given back at once and collected by a later round."""
+    from services.monitor import records
+
+    real, failures = records.collect, []
+
+    def flaky(*args: Any, **kwargs: Any) -> int:
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("database hiccup")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(records, "collect", flaky)
+    uri = rabbit_config["AMQP_URI"]
+    publish_to_department(uri, {"n": 1}, "m-flaky")
+    take_one(uri, "dispatch.fire", reject=True)
+    letter = wait_for(lambda: parked(monitor), what="the letter collected after all")[0]
+    assert failures == [1] and letter["message_id"] == "m-flaky"
+
+
 def test_queue_figures_flag_missing_consumers_and_growing_backlogs(monitor, rabbit_config):
     uri = rabbit_config["AMQP_URI"]
 
