@@ -111,8 +111,8 @@ class Spy:
             monkeypatch.setattr(EventQueueConsumer, name, spied)
 
         wrap("_on_message", lambda queue, message: ("delivered", queue))
-        wrap("dead_letter", lambda queue, message, reason, attempts=None: ("dead", queue))
-        wrap("retry", lambda queue, message, attempts, reason: ("retry", reason))
+        wrap("dead_letter", lambda queue, message, reason, *_, **__: ("dead", queue))
+        wrap("retry", lambda queue, message, attempts, reason, *_, **__: ("retry", reason))
         wrap("ack", lambda message: ("ack", ""))
         wrap("requeue", lambda message: ("requeue", ""))
 
