@@ -182,12 +182,17 @@ class Supervisor:
 
 def stop_on_signal() -> None:
     """SIGTERM behaves like Ctrl-C: it raises KeyboardInterrupt wherever the supervisor is,
-    starting or running, so that the services never outlive it."""
+    starting or running, so that the services never outlive it. The first signal also
+    ignores the ones after it, at once: a second signal arriving before ``shutdown`` ran
+    would otherwise interrupt the clean stop itself (seen in CI: two quick SIGTERMs)."""
 
     def _term(*_: Any) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGINT, _term)
 
 
 def wait_http(url: str, timeout: float, say: Any) -> bool:

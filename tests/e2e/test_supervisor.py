@@ -44,3 +44,24 @@ def test_up_stops_cleanly_when_signalled_twice(amqp_uri_pika: str, tmp_path: Pat
     assert proc.returncode == 0, out
     assert "Traceback" not in out, out
     assert "all services stopped" in out
+
+
+def test_the_first_signal_ignores_the_next_before_the_stop_begins() -> None:
+    """The race CI once hit: a second SIGTERM landing between the first one's
+    KeyboardInterrupt and ``shutdown`` interrupted the clean stop with a traceback."""
+    script = (
+        "import os, signal\n"
+        "from gridflow.supervisor import stop_on_signal\n"
+        "stop_on_signal()\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    signal.pause()\n"
+        "except KeyboardInterrupt:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    print('still here', signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "still here True"
