@@ -18,6 +18,7 @@ import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import yaml  # noqa: E402
 from eventlet.event import Event  # noqa: E402
@@ -87,21 +88,27 @@ def run(cls: type, config: dict, log: logging.Logger) -> int:
     runner: ServiceRunner | None = None
     interrupted = Event()
 
+    def say(msg: str, **kwargs: Any) -> None:
+        """Log from a signal handler: in a green thread of its own, since the handler may
+        run on eventlet's hub, where logging's threading.current_thread() can raise (seen
+        in CI: a KeyError that left intake running until it was killed)."""
+        eventlet.spawn_n(log.info, msg, **kwargs)
+
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal signals
         signals += 1
         if not interrupted.ready():
             interrupted.send()
         if signals > 1:
-            log.info("killing", extra={"signal": signum})
+            say("killing", extra={"signal": signum})
             if runner is not None:
                 eventlet.spawn_n(runner.kill)
         elif started:
-            log.info("stopping", extra={"signal": signum})
+            say("stopping", extra={"signal": signum})
             eventlet.spawn_n(runner.stop)
         else:
-            log.info("stopping once started", extra={"signal": signum,
-                                                     "give_up_after_s": START_GRACE_S})
+            say("stopping once started", extra={"signal": signum,
+                                                "give_up_after_s": START_GRACE_S})
             eventlet.spawn_after(START_GRACE_S, kill_if_not_started)
 
     def kill_if_not_started() -> None:

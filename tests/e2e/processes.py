@@ -117,3 +117,19 @@ def running(env: dict[str, str], log_dir: Path, base_url: str, services: Iterabl
         procs.stop()
     crashed = {n: p.returncode for n, p in procs.procs.items() if p.returncode not in (0, -15)}
     assert not crashed, f"services exited badly: {crashed}\n{procs.logs()}"
+
+
+def distinct_ports(n: int, taken: Iterable[int] = ()) -> list[int]:
+    """``n`` free ports, different from each other and from ``taken``. Two calls of
+    nameko's find_free_port may return the same port, and eventlet listens with
+    SO_REUSEPORT: two services would then share it and split its requests (seen in CI:
+    intake's port answered 404 from another service)."""
+    from nameko.testing.utils import find_free_port
+
+    seen, out = set(taken), []
+    while len(out) < n:
+        port = find_free_port()
+        if port not in seen:
+            seen.add(port)
+            out.append(port)
+    return out

@@ -19,8 +19,7 @@ import pika
 import pytest
 import requests
 from browser import chromium, screenshot, until
-from nameko.testing.utils import find_free_port
-from processes import Processes, running
+from processes import Processes, distinct_ports, running
 from selenium.webdriver.common.by import By
 
 from gridflow import SERVICES
@@ -64,7 +63,7 @@ def district(tmp_path_factory: pytest.TempPathFactory) -> Iterator[District]:
                  json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
     amqp_uri = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
     tmp = tmp_path_factory.mktemp("district")
-    ports = {s: find_free_port() for s in SERVICES}
+    ports = dict(zip(SERVICES, distinct_ports(len(SERVICES)), strict=True))
     base_url = f"http://127.0.0.1:{ports['intake']}"
     env = {
         "PATH": os.environ.get("PATH", ""),

@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from nameko.testing.utils import find_free_port
-from processes import healthy
+from processes import distinct_ports, healthy
 
 from gridflow import SERVICES
 from support import wait_for
@@ -22,14 +21,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_up_stops_cleanly_when_signalled_twice(amqp_uri_pika: str, tmp_path: Path) -> None:
-    http = f"127.0.0.1:{find_free_port()}"
+    others = [s for s in SERVICES if s != "intake"]
+    intake, *ports = distinct_ports(1 + len(others))
+    http = f"127.0.0.1:{intake}"
     env = {
         "PATH": os.environ.get("PATH", ""),
         "AMQP_URI": amqp_uri_pika,
         "GRIDFLOW_VAR_DIR": str(tmp_path / "var"),
         "GRIDFLOW_HTTP_ADDRESS": http,
-        **{f"GRIDFLOW_{s.upper()}_HTTP_ADDRESS": f"127.0.0.1:{find_free_port()}"
-           for s in SERVICES if s != "intake"},
+        **{f"GRIDFLOW_{s.upper()}_HTTP_ADDRESS": f"127.0.0.1:{p}"
+           for s, p in zip(others, ports, strict=True)},
     }
     proc = subprocess.Popen([sys.executable, "-m", "gridflow.cli", "up"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
