@@ -153,11 +153,12 @@ class BrokerAdmin:
                 self.close()
                 raise
 
-    def publish(self, message: OutgoingMessage) -> None:
-        """Publish with a confirm; raises PublishError if the broker did not take it."""
-        failed = self.publisher.publish([message])
-        if failed:
-            raise PublishError(next(iter(failed.values())))
+    def publish(self, messages: list[OutgoingMessage]) -> dict[int, str]:
+        """Publish with pipelined confirms; what the broker did not take, by index."""
+        try:
+            return self.publisher.publish(messages)
+        except PublishError as exc:
+            return {i: str(exc) for i in range(len(messages))}
 
 
 class Broker(DependencyProvider):

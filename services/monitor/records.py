@@ -118,18 +118,27 @@ def letter(session: Session, letter_id: int) -> DeadLetterRow | None:
 
 
 def parked(session: Session, ids: list[int] | None, queue: str | None,
-           limit: int) -> list[DeadLetterRow]:
-    """Parked letters by id (or all of them, optionally of one queue), locked for a
-    decision where the database can."""
+           limit: int, skip: Iterable[int] = ()) -> list[DeadLetterRow]:
+    """Parked letters by id (or all of them, optionally of one queue), but those in
+    ``skip``, locked for a decision where the database can."""
     q = _filtered(dl.PARKED, queue)
     if ids is not None:
         q = q.where(DeadLetterRow.id.in_(ids))
+    if skip := list(skip):
+        q = q.where(DeadLetterRow.id.not_in(skip))
     return list(session.scalars(q.order_by(DeadLetterRow.id).limit(limit)
                                 .with_for_update()).all())
 
 
-def decide(row: DeadLetterRow, state: str, *, by: str, at: datetime, note: str) -> None:
+def decide(session: Session, row: DeadLetterRow, state: str, *, by: str, at: datetime,
+           note: str, remote_addr: str) -> None:
+    """An operator's decision on a parked letter, and its entry in the audit log."""
     row.state, row.decided_by, row.decided_at, row.note = state, by, at, note
+    detail = {"queue": row.queue, "message_id": row.message_id, **({"reason": note} if note
+                                                                    else {})}
+    audit(session, at=at, operator=by, action={dl.REPLAYED: "replay",
+                                               dl.DISCARDED: "discard"}[state],
+          target=f"dead_letter:{row.id}", detail=detail, remote_addr=remote_addr)
 
 
 def parked_count(session: Session) -> int:

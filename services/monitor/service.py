@@ -25,7 +25,7 @@ from werkzeug.wrappers import Request, Response
 
 from shared import metrics
 from shared.amqp import topology
-from shared.amqp.publisher import OutgoingMessage, PublishError
+from shared.amqp.publisher import OutgoingMessage
 from shared.clock import utcnow
 from shared.config import Settings, setting
 from shared.events import InvalidEvent, decode_heartbeat
@@ -262,38 +262,36 @@ class MonitorService(Observed):
 
     @json_http("POST", "/api/dead-letters/replay")
     def replay(self, request: Request) -> dict[str, Any]:
-        """Publish the chosen parked letters back into the queues they died in (confirmed),
-        then mark them replayed; one audit entry per letter."""
+        """Publish the chosen parked letters back into the queues they died in, a batch at a
+        time with pipelined confirms, then mark the confirmed ones replayed (one audit entry
+        each); the refused ones stay parked and are named with the broker's reason."""
         who = self._operator(request)
         body = bodies.ReplayBody().load(read_json(request))
-        replayed, failed = [], {}
+        ids, addr = body.get("ids"), request.remote_addr or ""
+        replayed: list[int] = []
+        failed: dict[int, str] = {}
         while True:
             with self.db.transaction() as tx:
-                rows = records.parked(tx.session, body.get("ids"), body.get("queue"),
-                                      REPLAY_BATCH)
-                rows = [r for r in rows if r.id not in failed]
+                rows = records.parked(tx.session, ids, body.get("queue"), REPLAY_BATCH,
+                                      skip=failed)
                 if not rows:
                     break
                 now = utcnow()
-                for row in rows:
-                    plan = dl.replay_of(row.queue, row.headers, by=who, at=now)
-                    try:
-                        self.broker.publish(OutgoingMessage(
-                            exchange=plan.exchange, routing_key=plan.routing_key,
-                            body=row.body.encode(), message_id=row.message_id or str(uuid.uuid4()),
-                            type=row.type, headers=plan.headers, content_type=row.content_type))
-                    except PublishError as exc:
-                        failed[row.id] = str(exc)
+                plans = [dl.replay_of(r.queue, r.headers, by=who, at=now) for r in rows]
+                refused = self.broker.publish([
+                    OutgoingMessage(exchange=p.exchange, routing_key=p.routing_key,
+                                    body=r.body.encode(), type=r.type, headers=p.headers,
+                                    message_id=r.message_id or str(uuid.uuid4()),
+                                    content_type=r.content_type)
+                    for r, p in zip(rows, plans, strict=True)])
+                for i, row in enumerate(rows):
+                    if i in refused:
+                        failed[row.id] = refused[i]
                         continue
-                    records.decide(row, dl.REPLAYED, by=who, at=now, note="")
-                    records.audit(tx.session, at=now, operator=who, action="replay",
-                                  target=f"dead_letter:{row.id}",
-                                  detail={"queue": row.queue, "message_id": row.message_id},
-                                  remote_addr=request.remote_addr or "")
+                    records.decide(tx.session, row, dl.REPLAYED, by=who, at=now, note="",
+                                   remote_addr=addr)
                     replayed.append(row.id)
-            if body.get("ids"):
-                break
-        missing = sorted(set(body["ids"]) - set(replayed) - set(failed)) if body.get("ids") else []
+        missing = sorted(set(ids) - set(replayed) - set(failed)) if ids else []
         return {"replayed": replayed, "failed": failed, "not_parked": missing}
 
     @json_http("POST", "/api/dead-letters/discard")
@@ -304,12 +302,8 @@ class MonitorService(Observed):
             rows = records.parked(tx.session, body.get("ids"), body.get("queue"), 100_000)
             now = utcnow()
             for row in rows:
-                records.decide(row, dl.DISCARDED, by=who, at=now, note=body["reason"])
-                records.audit(tx.session, at=now, operator=who, action="discard",
-                              target=f"dead_letter:{row.id}",
-                              detail={"queue": row.queue, "message_id": row.message_id,
-                                      "reason": body["reason"]},
-                              remote_addr=request.remote_addr or "")
+                records.decide(tx.session, row, dl.DISCARDED, by=who, at=now,
+                               note=body["reason"], remote_addr=request.remote_addr or "")
             done = [r.id for r in rows]
         missing = sorted(set(body.get("ids") or []) - set(done))
         return {"discarded": done, "not_parked": missing}

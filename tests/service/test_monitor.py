@@ -161,6 +161,22 @@ def test_dead_letters_are_discarded_with_a_reason_and_replayed_all_at_once(
     assert actions[:3] == ["replay", "replay", "discard"]
 
 
+def test_a_selection_larger_than_one_batch_is_replayed_whole(monitor, rabbit_config,
+                                                             monkeypatch):
+    import services.monitor.service as shell
+
+    monkeypatch.setattr(shell, "REPLAY_BATCH", 1)
+    uri = rabbit_config["AMQP_URI"]
+    for n in range(2):
+        publish_to_department(uri, {"n": n}, f"m-batch-{n}")
+        take_one(uri, "dispatch.fire", reject=True)
+    ids = [d["id"] for d in wait_for(lambda: len(parked(monitor)) == 2 and parked(monitor))]
+    r = monitor.post("/api/dead-letters/replay", json={"ids": ids})
+    assert sorted(r.json()["replayed"]) == sorted(ids) and r.json()["not_parked"] == []
+    got = sorted(take_one(uri, "dispatch.fire").properties["message_id"] for _ in range(2))
+    assert got == ["m-batch-0", "m-batch-1"]
+
+
 def test_a_message_collected_twice_is_stored_once(monitor, rabbit_config):
     """A crash between the commit and the ack gives the same message back: one row."""
     uri = rabbit_config["AMQP_URI"]
