@@ -21,7 +21,7 @@ import pika
 import pytest
 import requests
 from nameko.testing.utils import find_free_port
-from processes import healthy, running
+from processes import distinct_ports, healthy, running
 
 from gridflow import PIPELINE
 from shared.clock import ScaledClock, working_morning
@@ -35,6 +35,9 @@ SPEED = 1500  # 30 real seconds = 12.5 demo hours; a 30-minute deadline passes i
 SECONDS = 30
 
 
+OTHERS = ("escalation", "routing", "notify", "monitor")
+
+
 def ports_env(amqp_uri: str, var_dir: Path, http: str) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", ""),
@@ -42,8 +45,9 @@ def ports_env(amqp_uri: str, var_dir: Path, http: str) -> dict[str, str]:
         "GRIDFLOW_VAR_DIR": str(var_dir),
         "GRIDFLOW_HTTP_ADDRESS": http,
         "GRIDFLOW_PUBLIC_URL": f"http://{http}",
-        **{f"GRIDFLOW_{s.upper()}_HTTP_ADDRESS": f"127.0.0.1:{find_free_port()}"
-           for s in ("escalation", "routing", "notify", "monitor")},
+        **{f"GRIDFLOW_{s.upper()}_HTTP_ADDRESS": f"127.0.0.1:{p}" for s, p in zip(
+            OTHERS, distinct_ports(len(OTHERS), taken=[int(http.rsplit(":", 1)[1])]),
+            strict=True)},
     }
 
 
