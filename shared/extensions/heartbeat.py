@@ -28,24 +28,19 @@ from typing import Any
 import amqp
 import eventlet
 import kombu
-from kombu import exceptions as kombu_exc
 from nameko.extensions import DependencyProvider
 
 import gridflow
 from shared.amqp import topology
 from shared.config import Settings, setting
 from shared.events import HEARTBEAT_TYPE, heartbeat_body
+from shared.extensions.broker import BROKER_ERRORS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 2.0
 STOP_TIMEOUT_S = 2.0  # the longest a container's stop waits for the last beat
 MAX_BEAT_TIMEOUT_S = 5.0  # the longest one beat (connect, declare, publish) may take
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    amqp.exceptions.AMQPError,
-    kombu_exc.KombuError,
-)
 
 
 class _BeatTimeout(Exception):
@@ -130,7 +125,7 @@ class Heartbeat(DependencyProvider):
             )
             with eventlet.Timeout(timeout_s, _BeatTimeout):
                 self._publish(body)
-        except (*CONNECTION_ERRORS, _BeatTimeout) as exc:
+        except (*BROKER_ERRORS, _BeatTimeout) as exc:
             self._drop()
             if not self._outage:
                 self._outage = True
