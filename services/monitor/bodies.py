@@ -6,9 +6,10 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from shared.events import TIERS
+
 from .deadletters import STATES
 
-TIERS = ("compound", "area", "community", "street", "district")
 _CODE = validate.Regexp(r"^[0-9]{1,32}$", error="digits only")
 _MAX_IDS = 1000
 _MAX_ID = 2**63 - 1  # a database's 64-bit integer: a larger id names no dead letter
