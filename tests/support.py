@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import kombu
+import requests
 import yaml
 from nameko.testing.services import replace_dependencies
 from nameko.testing.utils import find_free_port
@@ -138,6 +139,20 @@ def start_services(
         container.start()
         containers[cls.name] = container
     return containers
+
+
+RABBIT_API = "http://127.0.0.1:15672"
+
+
+def vhost(name: str, create: bool, api: str = RABBIT_API) -> None:
+    """Create ``name`` (with guest allowed everything), or delete it."""
+    url, auth = f"{api}/api/vhosts/{name}", ("guest", "guest")
+    if not create:
+        requests.delete(url, auth=auth, timeout=10)
+        return
+    requests.put(url, auth=auth, timeout=10).raise_for_status()
+    requests.put(f"{api}/api/permissions/{name}/guest", auth=auth, timeout=10,
+                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
 
 
 def get_messages(amqp_uri: str, queue: str, *, max_count: int = 1000) -> list[Any]:

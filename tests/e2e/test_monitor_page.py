@@ -23,14 +23,12 @@ from processes import Processes, distinct_ports, running
 from selenium.webdriver.common.by import By
 
 from gridflow import SERVICES
-from support import DEMO_CELL, report, wait_for
+from support import DEMO_CELL, report, vhost, wait_for
 
-MANAGEMENT = "http://127.0.0.1:15672/api"
 SPEED = 600
 DEMO_START = datetime(2026, 11, 23, 0, 30, tzinfo=UTC)  # Monday 08:30 in Beijing
 EPOCH = [datetime.now(UTC)]  # the real instant demo time starts; set when the district does
 GRID_WORKER = {"name": "邓海燕", "tier": "compound", "code": DEMO_CELL}
-GUEST = ("guest", "guest")
 PASSWORD = "browser-test"
 
 
@@ -57,11 +55,9 @@ class District:
 @pytest.fixture(scope="module")
 def district(tmp_path_factory: pytest.TempPathFactory) -> Iterator[District]:
     EPOCH[0] = datetime.now(UTC)
-    vhost = f"nameko_test_browser_{uuid.uuid4().hex[:8]}"
-    requests.put(f"{MANAGEMENT}/vhosts/{vhost}", auth=GUEST, timeout=10).raise_for_status()
-    requests.put(f"{MANAGEMENT}/permissions/{vhost}/guest", auth=GUEST, timeout=10,
-                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
-    amqp_uri = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    name = f"nameko_test_browser_{uuid.uuid4().hex[:8]}"  # tests/clean_vhosts.py knows it
+    vhost(name, create=True)
+    amqp_uri = f"amqp://guest:guest@127.0.0.1:5672/{name}"
     tmp = tmp_path_factory.mktemp("district")
     ports = dict(zip(SERVICES, distinct_ports(len(SERVICES)), strict=True))
     base_url = f"http://127.0.0.1:{ports['intake']}"
@@ -86,7 +82,7 @@ def district(tmp_path_factory: pytest.TempPathFactory) -> Iterator[District]:
                      also_healthy=[monitor]) as procs:
             yield District(procs, amqp_uri, monitor)
     finally:
-        requests.delete(f"{MANAGEMENT}/vhosts/{vhost}", auth=GUEST, timeout=30)
+        vhost(name, create=False)
 
 
 @pytest.fixture(scope="module")
