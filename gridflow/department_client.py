@@ -7,6 +7,9 @@ This is the file departmental integrators copy. It shows the whole contract:
 - every message is JSON with ``message_id`` = the event id; drop ids you have seen
   (messages can be delivered twice, e.g. after a reconnect);
 - handle the message (print it, or forward it to your own system over HTTP);
+- when forwarding, sign each POST (``X-Gridflow-Signature``, HMAC-SHA256 over timestamp and
+  body: ``shared/signing.py``) with ``--secret`` / ``GRIDFLOW_FORWARD_SECRET`` so your
+  system can tell it from anyone else's POST (``gridflow.webhooks.verify_request``);
 - ack only after handling succeeded. If your system is down, keep the message and retry
   with backoff; if it rejects the message as invalid (a 4xx), reject it so that it goes to
   ``dispatch.<department>.dlq`` for an operator, instead of blocking the queue.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -28,6 +32,8 @@ from typing import Any, TextIO
 
 import pika
 import pika.exceptions
+
+from shared.signing import signed_headers
 
 RETRY_DELAYS_S = (1, 2, 5, 10, 30)
 
@@ -136,6 +142,7 @@ class DepartmentClient:
         *,
         queue: str | None = None,
         forward_url: str | None = None,
+        forward_secrets: list[str] | None = None,
         prefetch: int = 10,
         output: TextIO = sys.stdout,
         as_json: bool = False,
@@ -146,6 +153,7 @@ class DepartmentClient:
         self.department = department
         self.queue = queue or f"dispatch.{department}"
         self.forward_url = forward_url
+        self.forward_secrets = [s for s in forward_secrets or [] if s]
         self.prefetch = prefetch
         self.output = output
         self.as_json = as_json
@@ -193,8 +201,9 @@ class DepartmentClient:
         }
         attempt = 0
         while not self._stop:
+            signed = signed_headers(self.forward_secrets, body) if self.forward_secrets else {}
             try:
-                forward(self.forward_url or "", body, headers)
+                forward(self.forward_url or "", body, {**headers, **signed})
                 return True
             except PermanentFailure as exc:
                 self.log(f"forward refused: {exc}; message rejected to {self.queue}.dlq")
@@ -257,12 +266,20 @@ class DepartmentClient:
                 self._channel.stop_consuming()
 
 
+def forward_secrets(given: str | None) -> list[str]:
+    """``--secret`` or ``GRIDFLOW_FORWARD_SECRET``, comma-separated (several while your
+    system rotates: each forward is signed with all of them)."""
+    raw = given or os.environ.get("GRIDFLOW_FORWARD_SECRET") or ""
+    return [s.strip() for s in raw.split(",") if s.strip()]
+
+
 def main(args: Any) -> int:
     client = DepartmentClient(
         args.amqp_uri,
         args.department or f"tier.{args.tier}",
         queue=f"dispatch.tier.{args.tier}" if args.tier else None,
         forward_url=args.forward,
+        forward_secrets=forward_secrets(getattr(args, "secret", None)),
         prefetch=args.prefetch,
         as_json=args.json,
         max_messages=args.max_messages,

@@ -1,4 +1,8 @@
-"""Structured logs: one JSON object per line, with whatever ``extra`` the call gave."""
+"""Structured logs: one JSON object per line, with whatever ``extra`` the call gave.
+
+No log line carries personal data in full: the message, every ``extra`` value and the
+exception text go through ``shared.privacy`` (phones and ID numbers masked wherever they
+appear, reporters' names and phones under any ``reporter`` key, any ``phone`` key)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import logging
 import os
 from datetime import UTC, datetime
 from typing import Any
+
+from shared.privacy import mask_text, mask_value
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -22,14 +28,21 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": mask_text(record.getMessage()),
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value
+        extra = {key: value for key, value in record.__dict__.items()
+                 if key not in _STANDARD and not key.startswith("_")}
+        out.update(mask_value(extra))
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
+            out["exc"] = mask_text(self.formatException(record.exc_info))
+        elif record.exc_text:
+            out["exc"] = mask_text(record.exc_text)
+        return json.dumps(out, ensure_ascii=False, default=_masked_str)
+
+
+def _masked_str(value: Any) -> str:
+    """Whatever JSON cannot carry, as text, masked."""
+    return mask_text(str(value))
 
 
 def logging_config(service: str, level: str = "INFO") -> dict[str, Any]:

@@ -5,24 +5,39 @@ that raises on failure (``PermanentFailure`` for a number that will never work).
 class is used is a setting, ``GRIDFLOW_SMS_GATEWAY``: ``log`` (the default) logs each
 text with the phone masked; otherwise ``package.module:Class``, instantiated with no
 arguments (a provider's credentials come from its own environment).
+
+Every webhook POST is signed (``X-Gridflow-Signature``, see ``shared/signing.py``) with all
+the secrets notify holds: ``GRIDFLOW_WEBHOOK_SECRETS`` (comma-separated; sign with old and
+new while receivers rotate), else a secret generated once into
+``<GRIDFLOW_VAR_DIR>/secrets/webhook.key`` (mode 0600), so the demo always signs.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import importlib
 import json
 import logging
-from collections.abc import Mapping
+import os
+import secrets as _random
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
-from .feedback import SENT_OK, Outcome, http_outcome, mask_phone, mask_text
+from shared.privacy import mask_phone, mask_text
+from shared.signing import DELIVERY_HEADER, SIGNATURE_HEADER, signed_headers
+
+from .feedback import SENT_OK, Outcome, http_outcome
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "gridflow-notify/1"
+WEBHOOK_KEY_FILE = Path("secrets") / "webhook.key"  # under the var dir
 
 
 class PermanentFailure(Exception):
@@ -75,18 +90,26 @@ class WebhookClient:
     ``feedback.http_outcome``. Redirects are not followed (a POST must not silently turn
     into a GET): a 3xx is retried, and its error says so."""
 
-    def __init__(self, timeout_s: float = 10.0) -> None:
+    def __init__(self, timeout_s: float = 10.0, secrets: Iterable[bytes | str] = (),
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.timeout_s = timeout_s
+        self.secrets = [s.encode() if isinstance(s, str) else bytes(s) for s in secrets]
+        # the signature's time is the wall clock the receiver checks it against, never a
+        # demo clock
+        self.wall_clock = wall_clock
 
     def post(self, url: str, body: Mapping[str, Any]) -> Outcome:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return Outcome(False, "not an http(s) URL", permanent=True)
+        data = json.dumps(body, ensure_ascii=False).encode()
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "User-Agent": USER_AGENT,
-            "X-Gridflow-Delivery": str(body.get("delivery_id", "")),
+            DELIVERY_HEADER: str(body.get("delivery_id", "")),
         }
+        if self.secrets:  # each attempt signed afresh: a retry hours later is still fresh
+            headers.update(signed_headers(self.secrets, data, self.wall_clock()))
         if parts.username:
             token = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
             headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
@@ -94,8 +117,7 @@ class WebhookClient:
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         conn = cls(parts.hostname, parts.port, timeout=self.timeout_s)
         try:
-            conn.request("POST", path, body=json.dumps(body, ensure_ascii=False).encode(),
-                         headers=headers)
+            conn.request("POST", path, body=data, headers=headers)
             response = conn.getresponse()
             response.read(65536)
         except (OSError, http.client.HTTPException) as exc:
@@ -103,6 +125,50 @@ class WebhookClient:
         finally:
             conn.close()
         return http_outcome(response.status, response.reason or "")
+
+
+def webhook_secrets(configured: str | Iterable[str] | None,
+                    var_dir: Path) -> tuple[list[bytes], str]:
+    """The secrets that sign webhooks, and where they come from (for the log, never the
+    secrets): ``configured`` (``GRIDFLOW_WEBHOOK_SECRETS``: comma-separated, or a list),
+    else the key file under ``var_dir``, created on first use."""
+    if isinstance(configured, str):
+        configured = configured.split(",")
+    given = [s.strip() for s in configured or () if s and s.strip()]
+    if given:
+        keys, source = [s.encode() for s in given], "GRIDFLOW_WEBHOOK_SECRETS"
+    else:
+        path = Path(var_dir) / WEBHOOK_KEY_FILE
+        keys, source = [_key_file(path)], str(path)
+    log.info("webhooks are signed", extra={"header": SIGNATURE_HEADER, "secrets_from": source,
+                                           "secrets": len(keys)})
+    return keys, source
+
+
+def _key_file(path: Path) -> bytes:
+    """The secret kept in ``path`` (its stripped text, as UTF-8), made once: written to a
+    private temporary file and linked into place, so two instances starting together end
+    up with the same secret and neither reads a half-written one."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".webhook-key-")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(_random.token_hex(32) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):  # another instance made it first
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+        log.info("webhook signing secret created", extra={"path": str(path)})
+    if path.stat().st_mode & 0o077:
+        log.warning("webhook secret file readable by others; set it to 0600",
+                    extra={"path": str(path)})
+    key = path.read_text().strip().encode()
+    if not key:
+        raise ValueError(f"{path} is empty: delete it to make a new webhook secret")
+    return key
 
 
 def _no_url(text: str, url: str) -> str:

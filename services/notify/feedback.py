@@ -33,6 +33,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.privacy import mask_phone, mask_text
+
 from .dispatch import links as case_links
 from .dispatch import message_id
 
@@ -307,24 +309,6 @@ def after_attempt(outcome: Outcome, attempts: int, now: datetime,
     if outcome.permanent or attempts >= max_attempts:
         return Next(FAILED, None, None, error)
     return Next(PENDING, now + backoff(attempts), None, error)
-
-
-def mask_phone(phone: str) -> str:
-    """138****0001: the first three and last four digits of a long number stay."""
-    p = normalise_phone(phone)
-    if not p:
-        return ""
-    if len(p) >= 8:
-        return p[:3] + "*" * (len(p) - 7) + p[-4:]
-    return "*" * max(len(p) - 2, 1) + p[-2:] if len(p) > 2 else "*" * len(p)
-
-
-_PHONE_LIKE = re.compile(r"\+?\d[\d\s\-]{6,}\d")
-
-
-def mask_text(text: str) -> str:
-    """``text`` with anything that looks like a phone number masked (for logs, errors)."""
-    return _PHONE_LIKE.sub(lambda m: mask_phone(m.group(0)), text or "")
 
 
 def mask_address(channel: str, address: str) -> str:

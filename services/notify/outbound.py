@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -170,6 +170,10 @@ class FeedbackSender:
     def record(self, c: Claimed, outcome: fb.Outcome, now: datetime) -> str | None:
         """Store an attempt's outcome; None if the claim was lost (the lease ran out and
         another sender took the row)."""
+        if c.channel == fb.SMS and c.address and c.address in outcome.error:
+            # a gateway's error naming the number, in whatever form: never stored in full
+            outcome = replace(outcome, error=outcome.error.replace(
+                c.address, fb.mask_phone(c.address)))
         nxt = fb.after_attempt(outcome, c.attempts, now, self.max_attempts)
         m = FeedbackDelivery
         with self.sessions() as session, session.begin():

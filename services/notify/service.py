@@ -35,7 +35,7 @@ from shared.unit_of_work import UnitOfWork
 
 from . import dispatch, outbound
 from . import feedback as fb
-from .channels import SmsGateway, WebhookClient, load_sms_gateway
+from .channels import SmsGateway, WebhookClient, load_sms_gateway, webhook_secrets
 from .store import Base, CaseSnapshot, Delivery, Inbox, Outbox
 
 CHANNEL = f"amqp:{DISPATCH_EXCHANGE}"
@@ -48,14 +48,22 @@ class ReporterChannels(DependencyProvider):
 
     ``GRIDFLOW_REPORTER_WEBHOOK_URL`` (none), ``GRIDFLOW_SMS_GATEWAY`` (``log``),
     ``GRIDFLOW_FEEDBACK_MAX_ATTEMPTS`` (10), ``GRIDFLOW_WEBHOOK_TIMEOUT_S`` (10),
-    ``GRIDFLOW_FEEDBACK_CONCURRENCY`` (10 sends side by side)."""
+    ``GRIDFLOW_FEEDBACK_CONCURRENCY`` (10 sends side by side).
+
+    Every webhook is signed (``X-Gridflow-Signature``) with each of
+    ``GRIDFLOW_WEBHOOK_SECRETS`` (comma-separated: old and new side by side while receivers
+    rotate), or, when that is unset, with a secret generated once and kept in
+    ``<GRIDFLOW_VAR_DIR>/secrets/webhook.key`` (0600). Where the secret is comes in the
+    log at start; the secret itself never does."""
 
     def setup(self) -> None:
         config = self.container.config
         self.default_webhook: str | None = setting(config, "GRIDFLOW_REPORTER_WEBHOOK_URL", None)
         self.sms: SmsGateway = load_sms_gateway(setting(config, "GRIDFLOW_SMS_GATEWAY", "log"))
         timeout_s = float(setting(config, "GRIDFLOW_WEBHOOK_TIMEOUT_S", 10.0))
-        self.webhook = WebhookClient(timeout_s)
+        secrets, _ = webhook_secrets(setting(config, "GRIDFLOW_WEBHOOK_SECRETS", None),
+                                     Settings.from_config(config).var_dir)
+        self.webhook = WebhookClient(timeout_s, secrets)
         self.max_attempts = int(setting(config, "GRIDFLOW_FEEDBACK_MAX_ATTEMPTS",
                                         fb.MAX_ATTEMPTS))
         self.concurrency = max(1, int(setting(config, "GRIDFLOW_FEEDBACK_CONCURRENCY", 10)))
@@ -223,7 +231,7 @@ class NotifyService(Observed):
         with self.db.read() as session:
             return outbound.deliveries_of(session, case_id)
 
-    @json_http("GET", "/health")
+    @json_http("GET", "/health", public=True)
     def health(self, request: Request) -> dict[str, Any]:
         return {"service": self.name, "status": "ok"}
 

@@ -3,7 +3,7 @@
 A patrol app posts a report over HTTP; the responsible departments receive their
 assignment on ``dispatch.<department>`` with pika; they report in and resolve over HTTP;
 the timeline reads back the whole story. The reference department client forwards a
-dispatch to a local HTTP endpoint and acks only after that endpoint took it.
+dispatch to a local HTTP endpoint, signed, and acks only after that endpoint took it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pytest
 import requests
 from processes import Processes, receive
 
+from gridflow.webhooks import verify_request
 from support import queue_depth, report
 
 pytestmark = pytest.mark.e2e
@@ -113,6 +114,8 @@ def test_department_client_forwards_then_acks(
                 "sanitation",
                 "--forward",
                 hook_url,
+                "--secret",
+                "dept-secret",
                 "--amqp-uri",
                 amqp_uri_pika,
                 "--max-messages",
@@ -132,4 +135,5 @@ def test_department_client_forwards_then_acks(
     headers, body = _Hook.received[0]
     assert headers["X-Gridflow-Type"] == "case.assigned"
     assert json.loads(body)["event_id"] == headers["X-Gridflow-Message-Id"]
+    assert verify_request("dept-secret", headers, body)["case_id"] == case_id  # signed
     assert queue_depth(amqp_uri_pika, "dispatch.sanitation") == 0  # acked after the forward

@@ -1,6 +1,8 @@
 """notify on the real broker and databases: the new public messages (case.progress to the
 lead, task.assigned to the grid worker, case.needs_dispatch to the tier owner) and reporter
-feedback (反馈) through a real local webhook and a recording SMS gateway.
+feedback (反馈) through a real local webhook and a recording SMS gateway. The webhook
+receiver verifies every POST's signature with ``gridflow.webhooks.verify_request`` (as a
+reporter's app would) and answers 401 when it does not hold.
 
 NotifyService runs alone in this process on a fake clock; the tests publish its events to
 ``gridflow.events`` themselves, read the public queues, and drive the feedback sender with
@@ -10,7 +12,11 @@ NotifyService runs alone in this process on a fake clock; the tests publish its 
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,6 +31,7 @@ import pytest
 from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 from sqlalchemy import func, select
 
+from gridflow.webhooks import WebhookSignatureError, verify_request
 from services.notify import feedback as fb
 from services.notify.channels import WebhookClient
 from services.notify.dispatch import message_id
@@ -36,6 +43,7 @@ from shared.amqp import topology as topo
 from shared.clock import FakeClock
 from shared.db import create_tables, is_postgres, make_engine, service_database_url
 from shared.events import Event, make_event
+from shared.logs import JsonFormatter
 from shared.reference import load_reference
 from support import DEMO_CELL, get_messages, message_json, saw, wait_for
 
@@ -45,6 +53,7 @@ CASE_ID = "20261123-000042"
 PHONE = "13800000001"
 DUP_PHONE = "13900000002"
 COMMUNITY = "511802001001"  # 桐梓林社区
+SECRETS = "whsec-new,whsec-old"  # notify signs with both while the app rotates
 
 
 # -- a recording SMS gateway, chosen by GRIDFLOW_SMS_GATEWAY -----------------------------------
@@ -67,12 +76,26 @@ GATEWAY = f"{__name__}:RecordingSms"
 # -- the reporter's app: a real HTTP server that fails each delivery's first POST --------------
 class App(BaseHTTPRequestHandler):
     received: list[tuple[str, dict[str, Any], int]] = []  # (path, body, status answered)
+    raw: list[tuple[dict[str, str], bytes]] = []  # each POST as it came: headers, raw body
+    refused: list[str] = []  # why a signature did not hold
     lock = threading.Lock()
     mode = "flaky"  # flaky: 503 on a delivery's first POST, then 200; or "gone": 410; "down"
+    secrets: list[str] = ["whsec-old"]  # the app has not switched to the new secret yet
+    clock_ahead_s = 0.0  # the app's clock, ahead of this machine's by this much
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        try:
+            body = verify_request(App.secrets, self.headers, raw,
+                                  now=time.time() + App.clock_ahead_s)
+        except WebhookSignatureError as exc:
+            App.refused.append(exc.reason)
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         with App.lock:
+            App.raw.append((dict(self.headers), raw))
             seen = any(b["delivery_id"] == body["delivery_id"] for _, b, _ in App.received)
             status = {"flaky": 200 if seen else 503, "gone": 410, "down": 503}[App.mode]
             App.received.append((self.path, body, status))
@@ -91,13 +114,14 @@ class App(BaseHTTPRequestHandler):
 @pytest.fixture(autouse=True)
 def _reset() -> None:
     RecordingSms.sent, RecordingSms.fail_next = [], 0
-    App.received, App.mode = [], "flaky"
+    App.received, App.raw, App.refused, App.mode = [], [], [], "flaky"
+    App.secrets, App.clock_ahead_s = ["whsec-old"], 0.0
 
 
 @pytest.fixture
 def app_url() -> Iterator[str]:
     server = HTTPServer(("127.0.0.1", 0), App)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
@@ -116,6 +140,7 @@ def notify_config(service_config: dict[str, Any], app_url: str) -> dict[str, Any
         "GRIDFLOW_FEEDBACK_TICK_S": 3600,  # the tests send by hand
         "GRIDFLOW_REPORTER_WEBHOOK_URL": f"{app_url}/feedback",
         "GRIDFLOW_SMS_GATEWAY": GATEWAY,
+        "GRIDFLOW_WEBHOOK_SECRETS": SECRETS,
     }
 
 
@@ -476,6 +501,96 @@ def test_the_ticker_sends_feedback_by_itself(
                          for d in feedback_for(notify)), what="the failed attempt recorded")
     clock.advance(timedelta(seconds=5))
     wait_for(lambda: App.ok(), what="the webhook retried by the ticker")
+
+
+# -- signed webhooks, masked logs ------------------------------------------------------------------
+
+
+def _post_again(url: str, headers: dict[str, str], raw: bytes) -> int:
+    """Replay a captured request byte for byte; the status the app answers."""
+    keep = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
+    req = urllib.request.Request(url, data=raw, headers=keep, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_webhooks_are_signed_and_a_replay_outside_the_window_is_refused(
+    notify: Any, rabbit_config: dict, app_url: str
+) -> None:
+    uri = rabbit_config["AMQP_URI"]
+    App.mode = "gone"  # the first POST is taken (and verified), answered 410: one attempt
+    start_case(notify, uri)
+    send(notify)
+    assert App.refused == []
+    ((headers, raw),) = App.raw
+    signature = headers["X-Gridflow-Signature"]
+    t = int(signature.split(",")[0].removeprefix("t="))
+    assert abs(t - time.time()) < 60  # the wall clock, not the service's fake clock
+    assert signature.count("v1=") == 2  # one per configured secret
+    assert headers["X-Gridflow-Delivery"] == json.loads(raw)["delivery_id"]
+
+    # the app verifies with either secret, and gets the JSON body back
+    body = verify_request(["whsec-new"], headers, raw, now=t)
+    assert (body["type"], body["case_id"]) == ("case.routed", CASE_ID)
+    # the same request 301 s later is refused: captured traffic cannot be replayed
+    with pytest.raises(WebhookSignatureError, match="too old"):
+        verify_request(["whsec-new", "whsec-old"], headers, raw, now=t + 301)
+    App.clock_ahead_s = 301 + (time.time() - t)
+    assert _post_again(f"{app_url}/feedback", headers, raw) == 401
+    assert App.refused[-1].startswith("timestamp too old")
+    # and a request with the body changed is refused however fresh
+    App.clock_ahead_s = 0.0
+    forged = raw.replace(b'"open"', b'"closed"')
+    assert forged != raw
+    assert _post_again(f"{app_url}/feedback", headers, forged) == 401
+    assert App.refused[-1].startswith("no signature matches")
+    assert len(App.raw) == 1
+
+
+def test_without_secrets_configured_a_key_file_signs_and_logs_mask_reporters(
+    run_services: Any, clock: FakeClock, notify_config: dict, rabbit_config: dict,
+    service_config: dict
+) -> None:
+    """The demo's setting: no GRIDFLOW_WEBHOOK_SECRETS, the ``log`` SMS gateway. Every log
+    line notify writes, as JSON lines, carries no full phone and no reporter name."""
+    lines: list[str] = []
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Lines(level=logging.INFO)
+    handler.setFormatter(JsonFormatter("notify"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        config = {k: v for k, v in notify_config.items() if k != "GRIDFLOW_WEBHOOK_SECRETS"}
+        notify = run_services(NotifyService, clock=clock, config={
+            **config, "GRIDFLOW_SMS_GATEWAY": "log"})["notify"]
+        key_file = Path(service_config["GRIDFLOW_VAR_DIR"]) / "secrets" / "webhook.key"
+        App.secrets = [key_file.read_text().strip()]
+        uri = rabbit_config["AMQP_URI"]
+        App.mode = "gone"
+        start_case(notify, uri, {"kind": "resident", "id": "u-42", "name": "李敏",
+                                 "phone": PHONE})
+        assert send(notify) == {"sent": 1, "retrying": 0, "failed": 1, "lost_claims": 0}
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert App.refused == [] and len(App.raw) == 1  # signed with the key file's secret
+    logged = [json.loads(line) for line in lines]
+    started = next(r for r in logged if r["msg"] == "webhooks are signed")
+    assert started["secrets_from"] == str(key_file)
+    (sms,) = [r for r in logged if r["msg"].startswith("sms (not sent")]
+    assert sms["to"] == "138****0001"
+    assert {r["to"] for r in logged if r["msg"] == "feedback sent"} == {"138****0001"}
+    text = "\n".join(lines)
+    assert PHONE not in text and "李敏" not in text and App.secrets[0] not in text
 
 
 # -- the sender's claims, two senders at once ------------------------------------------------------
