@@ -51,13 +51,19 @@ class UnitOfWork:
         outbox: type[OutboxMixin],
         inbox: type[InboxMixin],
         after_commit: Callable[[], None] = lambda: None,
+        audit: Callable[[Session], None] | None = None,
+        audited: Callable[[], None] = lambda: None,
     ) -> None:
+        """``audit``: adds the request's audit row just before the commit (and ``audited``
+        is told once it is in), so that a change and its record commit together."""
         self.session = session
         self.producer = producer
         self.now = now
         self._outbox = outbox
         self._inbox = inbox
         self._after_commit = after_commit
+        self._audit = audit
+        self._audited = audited
         self.emitted: list[Event] = []
 
     def __enter__(self) -> UnitOfWork:
@@ -72,7 +78,11 @@ class UnitOfWork:
     ) -> None:
         try:
             if exc_type is None:
+                if self._audit is not None:
+                    self._audit(self.session)
                 self.session.commit()
+                if self._audit is not None:
+                    self._audited()
             else:
                 self.session.rollback()
         finally:

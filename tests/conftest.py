@@ -33,7 +33,13 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import PG_ADMIN_URL, TEST_BACKENDS, start_services  # noqa: E402
+from support import (  # noqa: E402
+    PG_ADMIN_URL,
+    TEST_BACKENDS,
+    bearer,
+    issue_key,
+    start_services,
+)
 
 
 def pytest_report_header(config: Any) -> str:
@@ -68,6 +74,9 @@ def http_port() -> int:
     return find_free_port()
 
 
+METRICS_TOKEN = "test-metrics-token"
+
+
 @pytest.fixture
 def service_config(
     rabbit_config: dict[str, Any], database_url: str | None, tmp_path: Path, http_port: int
@@ -81,6 +90,7 @@ def service_config(
         "GRIDFLOW_POLL_INTERVAL_S": 0.2,
         "GRIDFLOW_TICK_S": 3600,  # tests tick the escalation clock themselves
         "GRIDFLOW_PUBLIC_URL": f"http://127.0.0.1:{http_port}",
+        "GRIDFLOW_METRICS_TOKEN": METRICS_TOKEN,
         "max_workers": 10,
     }
 
@@ -106,12 +116,25 @@ def run_services(
 
 
 @pytest.fixture
-def api(http_port: int) -> Iterator[requests.Session]:
-    """An HTTP session against the in-process intake service."""
+def api(http_port: int, service_config: dict[str, Any]) -> Iterator[requests.Session]:
+    """An HTTP session against the in-process intake service, holding an admin API key
+    (issued into intake's database at the first request). ``api.key(role, **scope)``
+    issues another; ``headers={"Authorization": None}`` sends none."""
 
     class Api(requests.Session):
+        def key(self, role: str = "admin", **scope: Any) -> str:
+            return issue_key(service_config["DATABASE_URL"], service_config["GRIDFLOW_VAR_DIR"],
+                             role, **scope)
+
+        def auth_header(self) -> dict[str, str]:
+            """The session's own (admin) key as a header, for a request made elsewhere."""
+            if "Authorization" not in self.headers:
+                self.headers.update(bearer(self.key()))
+            return {"Authorization": self.headers["Authorization"]}
+
         def request(self, method: str, url: str, *a: Any, **kw: Any) -> requests.Response:
             kw.setdefault("timeout", 10)
+            self.auth_header()
             return super().request(method, f"http://127.0.0.1:{http_port}{url}", *a, **kw)
 
     with Api() as session:
@@ -119,10 +142,14 @@ def api(http_port: int) -> Iterator[requests.Session]:
 
 
 @pytest.fixture
-def amqp_uri_pika(rabbit_config: dict[str, Any]) -> str:
-    """The test vhost's URL in the form pika understands."""
+def amqp_uri_pika(rabbit_config: dict[str, Any]) -> Iterator[str]:
+    """The test vhost's URL in the form pika understands. The broker users that ``gridflow
+    up`` provisions in the vhost (named ``<vhost>.…``) are deleted afterwards."""
     uri = rabbit_config["AMQP_URI"].replace("pyamqp://", "amqp://", 1)
-    return uri
+    yield uri
+    from support import delete_broker_users
+
+    delete_broker_users(rabbit_config["vhost"])
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import kombu
 import requests
@@ -119,6 +120,34 @@ def column_reader(
         engine.dispose()
 
 
+def issue_key(database_url: str | None, var_dir: str | Path, role: str = "admin", *,
+              client: str = "tests", **scope: Any) -> str:
+    """An API key of ``role`` in intake's database (its file or schema; made if missing),
+    as ``gridflow keys issue`` would: the token a client sends."""
+    from services.intake import keys
+    from services.intake.store import Base
+    from shared.db import create_tables
+
+    engine = make_engine(service_database_url("intake", database_url, var_dir), schema="intake",
+                         pool_size=1)
+    try:
+        create_tables(engine, Base.metadata)
+        with engine.begin() as conn:
+            from sqlalchemy.orm import Session
+
+            with Session(bind=conn) as s:
+                _, token = keys.issue(s, client=client, role=role, by="tests",
+                                      now=datetime.now(UTC), **scope)
+                s.flush()
+        return token
+    finally:
+        engine.dispose()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def start_services(
     container_factory: Any,
     config: dict[str, Any],
@@ -153,6 +182,15 @@ def vhost(name: str, create: bool, api: str = RABBIT_API) -> None:
     requests.put(url, auth=auth, timeout=10).raise_for_status()
     requests.put(f"{api}/api/permissions/{name}/guest", auth=auth, timeout=10,
                  json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+
+
+def delete_broker_users(vhost: str, api: str = RABBIT_API) -> None:
+    """Delete the broker users provisioned in a test vhost (``<vhost>.dept.fire``, …)."""
+    auth = ("guest", "guest")
+    for user in requests.get(f"{api}/api/users", auth=auth, timeout=10).json():
+        if user["name"].startswith(f"{vhost}."):
+            requests.delete(f"{api}/api/users/{quote(user['name'], safe='')}", auth=auth,
+                            timeout=10)
 
 
 def get_messages(amqp_uri: str, queue: str, *, max_count: int = 1000) -> list[Any]:

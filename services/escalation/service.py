@@ -124,7 +124,7 @@ class EscalationService(Observed):
         with self.db.read() as s:
             return self.engine.ledger(s, now=self.clock.now(), **filters)
 
-    @json_http("GET", "/health")
+    @json_http("GET", "/health", public=True)
     def health(self, request: Request) -> tuple[int, dict[str, Any]]:
         report = self.audit_report()
         return (200 if report["status"] == "ok" else 503), {"service": self.name, **report}

@@ -10,9 +10,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Request
 
+from shared import access
+from shared.access import Principal
 from shared.amqp.topology import RESPONSES_QUEUE
+from shared.clock import utcnow
 from shared.config import Settings
 from shared.events import Event
 from shared.extensions.consumer import event_handler
@@ -20,9 +24,10 @@ from shared.extensions.http import ApiError, NotFound, json_http, read_json
 from shared.failures import PoisonEvent
 from shared.responses import RESPONSE_PREFIX, decode_response
 
-from . import bodies, views
+from . import bodies, keys, views
 from .access import load
 from .cases import Case, Task, TransitionError
+from .gate import path_of
 from .model import above, who
 from .store import assignments, tasks
 
@@ -52,6 +57,17 @@ def decode_amqp_response(message: Any) -> Event:
                            props.get("message_id"))
 
 
+def _audit_response(session: Session, ev: Event) -> None:
+    """A department's answer over AMQP in the audit log. Its department is the routing
+    key's, which the broker lets only that department's user publish (topic permissions)."""
+    department = ev.data["department"]
+    keys.record(session, at=utcnow(), actor=f"department:{department}", role=access.DEPARTMENT,
+                action=ev.type.removeprefix(RESPONSE_PREFIX), target=ev.case_id,
+                outcome="done", via="amqp", source=RESPONSES_QUEUE,
+                route=f"{department}.{ev.type.removeprefix(RESPONSE_PREFIX)}",
+                detail={"message_id": ev.event_id, "actor": ev.data.get("actor", "")})
+
+
 class LoopApi:
     name: str
     db: StoreAccess
@@ -61,7 +77,11 @@ class LoopApi:
     if TYPE_CHECKING:
         clock: Any
 
-        def _act(self, case_id: str, action: Callable[[Case, Any], Any]) -> dict[str, Any]: ...
+        access: Principal | None
+
+        def _act(self, case_id: str, action: Callable[[Case, Any], Any], *,
+                 department: str | None = None,
+                 by: dict[str, Any] | None = None) -> dict[str, Any]: ...
         def _node_code(self, case: Case, tier: str) -> str: ...
         def _save(self, tx: UnitOfWork, case: Case, now: Any) -> None: ...
         def _apply(self, events: list[Event], consumer: str,
@@ -73,19 +93,21 @@ class LoopApi:
         return Settings.from_config(self.config)
 
     # -- departments answer (HTTP) ---------------------------------------------------------
-    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/progress")
+    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/progress",
+               action="assignment.respond")
     def progress(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
         """进展: a note and media, pushed to the lead department and the reporter."""
         body = bodies.ProgressBody().load(read_json(request))
         return self._act(case_id, lambda c, now: DEPARTMENT_ACTIONS["progress"](
-            c, department, body, now))
+            c, department, body, now), department=department)
 
-    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/return")
+    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/return",
+               action="assignment.respond")
     def return_assignment(self, request: Request, case_id: str, department: str) -> dict:
         """退单: refuse the assignment with a reason code; routing finds who takes it."""
         body = bodies.ReturnBody().load(read_json(request))
         return self._act(case_id, lambda c, now: DEPARTMENT_ACTIONS["return"](
-            c, department, body, now))
+            c, department, body, now), department=department)
 
     # -- departments answer (AMQP) ---------------------------------------------------------
     @event_handler(*(f"{RESPONSE_PREFIX}{a}" for a in DEPARTMENT_ACTIONS),
@@ -96,16 +118,21 @@ class LoopApi:
         the reason."""
         self._apply(events, "intake.on_response", lambda case, ev, now: DEPARTMENT_ACTIONS[
             ev.type.removeprefix(RESPONSE_PREFIX)](case, ev.data["department"], ev.data, now),
-            PoisonEvent)
+            PoisonEvent, audit=_audit_response)
 
     # -- 协同 and manual dispatch ----------------------------------------------------------
-    @json_http("POST", "/api/v1/cases/<case_id>/assignments")
+    @json_http("POST", "/api/v1/cases/<case_id>/assignments", action="assignment.request")
     def request_department(self, request: Request, case_id: str) -> tuple[int, dict]:
         """协同: the lead department asks another to assist; or an operator of the case's
         node dispatches a department by hand (a new lead when the case has none)."""
         body = bodies.RequestDepartmentBody().load(read_json(request))
         if body["department"] not in self.ref.catalogue.departments:
             raise ApiError({"department": [f"unknown department {body['department']}"]}, 422)
+        p = self.access
+        if p is not None and p.role == access.DEPARTMENT:
+            if "by" in body:
+                raise access.forbidden("a department asks for help as by_department (its own)")
+            access.for_department(p, body["by_department"])
 
         def act(c: Case, now: Any) -> None:
             by = body.get("by")
@@ -119,10 +146,10 @@ class LoopApi:
                                  by_department=body.get("by_department"), note=body["note"],
                                  at=now)
 
-        return 202, self._act(case_id, act)
+        return 202, self._act(case_id, act, by=body.get("by"))
 
     # -- verification, rating, follow-up ---------------------------------------------------
-    @json_http("POST", "/api/v1/cases/<case_id>/verification")
+    @json_http("POST", "/api/v1/cases/<case_id>/verification", action="case.verify")
     def verification(self, request: Request, case_id: str) -> dict[str, Any]:
         """核查: the cell's grid worker passes (closing the case) or fails it (rework)."""
         body = bodies.VerificationBody().load(read_json(request))
@@ -131,9 +158,9 @@ class LoopApi:
             passed=body["passed"], by=body["by"], cell_code=c.grid_code, note=body["note"],
             media_urls=body["media_urls"], rework=body["rework"], at=now,
             rating_window=timedelta(days=st.rating_window_days),
-            follow_up_after=timedelta(days=st.follow_up_days)))
+            follow_up_after=timedelta(days=st.follow_up_days)), by=body["by"])
 
-    @json_http("POST", "/api/v1/cases/<case_id>/rating")
+    @json_http("POST", "/api/v1/cases/<case_id>/rating", action="case.rate")
     def rating(self, request: Request, case_id: str) -> dict[str, Any]:
         """评议: 1–5 and a comment; 2 or less, or "not fixed", reopens where allowed."""
         body = bodies.RatingBody().load(read_json(request))
@@ -146,10 +173,16 @@ class LoopApi:
 
         return self._act(case_id, act)
 
-    @json_http("GET", "/api/v1/tasks")
+    @json_http("GET", "/api/v1/tasks", action="task.work")
     def list_tasks(self, request: Request) -> dict[str, Any]:
         """A grid worker's tasks: ``?assignee=<cell code>&state=open``."""
         q = bodies.TaskQuery().load(request.args.to_dict())
+        p = self.access
+        if p is not None and p.grid is not None:
+            if "assignee" not in q:
+                raise access.forbidden(f"this key sees the tasks of grid {p.grid}: give "
+                                       "?assignee=<a cell code in it>")
+            access.in_grid(p, path_of(self.ref.grid, q["assignee"]), f"cell {q['assignee']}")
         query = select(Task)
         for column in ("assignee", "state", "kind"):
             if column in q:
@@ -162,7 +195,7 @@ class LoopApi:
             return {"items": [views.task_view(t) for t in rows], "page": q["page"],
                     "per_page": q["per_page"], "total": total}
 
-    @json_http("POST", "/api/v1/tasks/<int:task_id>/done")
+    @json_http("POST", "/api/v1/tasks/<int:task_id>/done", action="task.work")
     def task_done(self, request: Request, task_id: int) -> dict[str, Any]:
         """回访 done: the grid worker called on the reporter again."""
         body = bodies.TaskDoneBody().load(read_json(request))
@@ -175,9 +208,9 @@ class LoopApi:
             task = next(t for t in c.tasks if t.id == task_id)
             c.finish_task(task, by=body["by"], note=body["note"], at=now)
 
-        return self._act(case_id, act)
+        return self._act(case_id, act, by=body["by"])
 
-    @json_http("GET", "/api/v1/departments/stats")
+    @json_http("GET", "/api/v1/departments/stats", action="stats.read")
     def department_stats(self, request: Request) -> dict[str, Any]:
         """Per department: assignments, returns (退单) and reworks (返工) counted."""
         a = assignments
@@ -196,7 +229,7 @@ class LoopApi:
         ]}
 
     # -- the public ------------------------------------------------------------------------
-    @json_http("GET", "/api/v1/public/cases/<case_id>")
+    @json_http("GET", "/api/v1/public/cases/<case_id>", action="case.public")
     def public_case(self, request: Request, case_id: str) -> dict[str, Any]:
         """The case as anyone may see it (Open311 fields), without personal data."""
         with self.db.read() as s:

@@ -19,6 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Request, Response
 
+from shared import access
+from shared.access import Principal
 from shared.events import UNSTORABLE, Event, make_event
 from shared.extensions.consumer import event_handler
 from shared.extensions.context import ClockProvider, Reference
@@ -34,12 +36,14 @@ from shared.extensions.observability import Observed
 from shared.extensions.store import Store
 from shared.failures import PoisonEvent, RetryLater
 from shared.grid import LEVEL_NAMES_ZH
+from shared.privacy import mask_value
 from shared.unit_of_work import UnitOfWork
 
 from . import bodies, queries, reports, views
 from .access import load, load_many, optional_json
 from .cases import Case, CaseState, Extension, TransitionError
 from .duplicates import Candidate, nearest, place_of
+from .gate import ApiKeyGate, narrowed_department, narrowed_grid, path_of
 from .loop_api import LoopApi
 from .measures import (
     DEFAULT_TOP,
@@ -82,14 +86,18 @@ class IntakeService(LoopApi, Observed):
     clock = ClockProvider()
     config = Config()
     escalation = RpcProxy("escalation")
+    access: Principal | None = ApiKeyGate()  # type: ignore[assignment]  # who asks (HTTP)
 
     # -- reports ---------------------------------------------------------------------------
-    @json_http("POST", "/api/v1/reports")
+    @json_http("POST", "/api/v1/reports", action="report.create")
     def post_report(self, request: Request) -> tuple[int, dict[str, Any]]:
         raw = read_json(request)
         body = reports.ReportBody().load(raw)
         now = self.clock.now()
         summary = reports.summarise(body, self.ref, now)
+        cell = summary["location"]["grid_code"]
+        if self.access is not None:
+            access.in_grid(self.access, path_of(self.ref.grid, cell), f"the report's cell {cell}")
         fingerprint = reports.body_fingerprint(raw)
         try:
             return self._register(body, summary, fingerprint, now)
@@ -186,7 +194,7 @@ class IntakeService(LoopApi, Observed):
         found = load(s, hit[0].case_id, for_update=True)
         return (found, hit[1]) if found is not None else None
 
-    @json_http("POST", "/api/v1/cases/<case_id>/unlink")
+    @json_http("POST", "/api/v1/cases/<case_id>/unlink", action="case.operate")
     def unlink(self, request: Request, case_id: str) -> dict[str, Any]:
         """Not a duplicate after all: the case is routed on its own, and its reporter no
         longer follows the other case."""
@@ -199,6 +207,7 @@ class IntakeService(LoopApi, Observed):
             case = loaded.get(case_id)
             if case is None:
                 raise NotFound({"case_id": [f"no case {case_id}"]})
+            self._may_touch(case, by=body["by"])
             actor = who(body["by"])
             try:
                 case._check_node(body["by"], self._node_code(case, body["by"]["tier"]))
@@ -213,10 +222,10 @@ class IntakeService(LoopApi, Observed):
                                {"report_id": report_id, "case": reports.summary_of(case, self.ref)},
                                producer=self.name, at=now))
             self._save(tx, case, now)
-            return views.case_view(case, views.timeline_of(s, case_id))
+            return self._shown(views.case_view(case, views.timeline_of(s, case_id)))
 
     # -- what patrol apps build their forms from -------------------------------------------
-    @json_http("GET", "/api/v1/categories")
+    @json_http("GET", "/api/v1/categories", action="reference.read")
     def get_categories(self, request: Request) -> dict[str, Any]:
         cat = self.ref.catalogue
         return {
@@ -225,7 +234,7 @@ class IntakeService(LoopApi, Observed):
             "categories": [c.as_dict() for c in cat.categories.values()],
         }
 
-    @json_http("GET", "/api/v1/grids")
+    @json_http("GET", "/api/v1/grids", action="reference.read")
     def get_grids(self, request: Request) -> dict[str, Any]:
         q = bodies.GridQuery().load(request.args.to_dict())
         grid = self.ref.grid
@@ -240,26 +249,28 @@ class IntakeService(LoopApi, Observed):
         }
 
     # -- reading cases ---------------------------------------------------------------------
-    @json_http("GET", "/api/v1/cases/<case_id>")
+    @json_http("GET", "/api/v1/cases/<case_id>", action="case.read")
     def get_case(self, request: Request, case_id: str) -> dict[str, Any]:
         with self.db.read() as s:
             case = load(s, case_id)
             if case is None:
                 raise NotFound({"case_id": [f"no case {case_id}"]})
-            return views.case_view(case, views.timeline_of(s, case_id))
+            self._may_touch(case)
+            return self._shown(views.case_view(case, views.timeline_of(s, case_id)))
 
-    @json_http("GET", "/api/v1/cases")
+    @json_http("GET", "/api/v1/cases", action="case.list")
     def list_cases(self, request: Request) -> dict[str, Any]:
         q = bodies.CaseListQuery().load(request.args.to_dict())
+        assert self.access is not None
         with self.db.read() as s:
-            return views.list_cases(
+            return self._shown(views.list_cases(
                 s,
                 state=q.get("state"),
-                grid=q.get("grid"),
-                department=q.get("department"),
+                grid=narrowed_grid(self.access, self.ref.grid, q.get("grid")),
+                department=narrowed_department(self.access, q.get("department")),
                 page=q["page"],
                 per_page=q["per_page"],
-            )
+            ))
 
     # -- the operators' monitor: funnel, measures, case lists (RPC, and HTTP for stats) -----
     # Filters arrive as keyword arguments (RPC) or a query string (HTTP): since / until (ISO
@@ -299,13 +310,13 @@ class IntakeService(LoopApi, Observed):
             case = load(s, case_id)
             return None if case is None else views.case_view(case, views.timeline_of(s, case_id))
 
-    @json_http("GET", "/api/v1/stats/funnel")
+    @json_http("GET", "/api/v1/stats/funnel", action="stats.read")
     def stats_funnel(self, request: Request) -> dict[str, Any]:
         f, _ = self._http_filters(FunnelQuery, request)
         with self.db.read() as s:
             return queries.funnel(s, self.ref.grid, f, self.ref.catalogue)
 
-    @json_http("GET", "/api/v1/stats/measures")
+    @json_http("GET", "/api/v1/stats/measures", action="stats.read")
     def stats_measures(self, request: Request) -> dict[str, Any]:
         return self._measures(*self._http_filters(MeasuresQuery, request))
 
@@ -325,13 +336,19 @@ class IntakeService(LoopApi, Observed):
             raise InvalidFilters(exc.normalized_messages()) from exc
 
     def _http_filters(self, schema: type[Schema], request: Request) -> tuple[Filters, dict]:
+        raw = request.args.to_dict()
+        if self.access is not None:  # a scoped key looks at its own subtree
+            grid = narrowed_grid(self.access, self.ref.grid, raw.get("grid"))
+            if grid is not None:
+                raw["grid"] = grid
         try:
-            return self._filters(schema, request.args.to_dict())
+            return self._filters(schema, raw)
         except InvalidFilters as exc:
             raise ApiError(exc.errors, status=422) from exc
 
     # -- departments act -------------------------------------------------------------------
-    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/ack")
+    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/ack",
+               action="assignment.respond")
     def ack(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
         body = bodies.AckBody().load(optional_json(request))
         return self._act(
@@ -339,9 +356,10 @@ class IntakeService(LoopApi, Observed):
             lambda c, now: c.acknowledge(
                 department, actor=body["actor"], note=body["note"], at=now
             ),
-        )
+        department=department)
 
-    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/resolve")
+    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/resolve",
+               action="assignment.respond")
     def resolve(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
         body = bodies.ResolveBody().load(read_json(request))
         return self._act(
@@ -353,22 +371,26 @@ class IntakeService(LoopApi, Observed):
                 media_urls=body["media_urls"],
                 at=now,
             ),
-        )
+        department=department)
 
-    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/pause")
+    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/pause",
+               action="assignment.respond")
     def pause(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
         """缓办: the department's clocks stop counting; a reason is required."""
         body = bodies.PauseBody().load(read_json(request))
         return self._act(case_id, lambda c, now: c.pause(
-            department, reason=body["reason"], actor=body["actor"], at=now))
+            department, reason=body["reason"], actor=body["actor"], at=now),
+            department=department)
 
-    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/resume")
+    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/resume",
+               action="assignment.respond")
     def resume(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
         body = bodies.ResumeBody().load(optional_json(request))
         return self._act(case_id, lambda c, now: c.resume(
-            department, actor=body["actor"], at=now))
+            department, actor=body["actor"], at=now), department=department)
 
-    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/extensions")
+    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/extensions",
+               action="assignment.respond")
     def request_extension(
         self, request: Request, case_id: str, department: str
     ) -> tuple[int, dict[str, Any]]:
@@ -380,10 +402,11 @@ class IntakeService(LoopApi, Observed):
             made.append(c.request_extension(department, extend_by=body["extend_by"],
                                             reason=body["reason"], actor=body["actor"], at=now))
 
-        view = self._act(case_id, act)
+        view = self._act(case_id, act, department=department)
         return 201, {"extension": views.extension_view(made[0]), "case": view}
 
-    @json_http("POST", "/api/v1/cases/<case_id>/extensions/<int:extension_id>/decision")
+    @json_http("POST", "/api/v1/cases/<case_id>/extensions/<int:extension_id>/decision",
+               action="case.operate")
     def decide_extension(self, request: Request, case_id: str, extension_id: int) -> dict:
         body = bodies.DecisionBody().load(read_json(request))
 
@@ -395,18 +418,19 @@ class IntakeService(LoopApi, Observed):
                                node_code=self._node_code(c, body["by"]["tier"]),
                                note=body["note"], at=now)
 
-        return self._act(case_id, act)
+        return self._act(case_id, act, by=body["by"])
 
-    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/reopen")
+    @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/reopen",
+               action="case.operate")
     def reopen(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
         """返工: an operator sends a resolved assignment back; its clocks restart."""
         body = bodies.ReopenBody().load(read_json(request))
         return self._act(case_id, lambda c, now: c.reopen(
             department, reason=body["reason"], by=body["by"],
-            node_code=self._node_code(c, body["by"]["tier"]), at=now))
+            node_code=self._node_code(c, body["by"]["tier"]), at=now), by=body["by"])
 
     # -- operators whistle -----------------------------------------------------------------
-    @json_http("POST", "/api/v1/cases/<case_id>/whistle")
+    @json_http("POST", "/api/v1/cases/<case_id>/whistle", action="case.operate")
     def whistle(self, request: Request, case_id: str) -> tuple[int, dict[str, Any]]:
         """吹哨: a community or street operator summons departments to report in."""
         body = bodies.WhistleBody().load(read_json(request))
@@ -416,7 +440,8 @@ class IntakeService(LoopApi, Observed):
                                             "GET /api/v1/categories lists them"]}, status=422)
         view = self._act(case_id, lambda c, now: c.whistle(
             level=body["level"], departments=body["departments"], by=body["by"],
-            node_code=self._node_code(c, body["by"]["tier"]), reason=body["reason"], at=now))
+            node_code=self._node_code(c, body["by"]["tier"]), reason=body["reason"], at=now),
+            by=body["by"])
         return 202, view
 
     def _node_code(self, case: Case, tier: str) -> str:
@@ -425,19 +450,27 @@ class IntakeService(LoopApi, Observed):
         return self.ref.grid.tier_node(cell, tier).code
 
     # -- the supervision ledger (kept by escalation) ---------------------------------------
-    @json_http("GET", "/api/v1/supervision")
+    @json_http("GET", "/api/v1/supervision", action="ledger.read")
     def supervision(self, request: Request) -> Any:
         """督办台账: overdue items with owner, department, deadline, lateness and history."""
-        q = bodies.SupervisionQuery().load(request.args.to_dict())
+        q = self._ledger_query(request)
         if q.pop("format") == "csv":
             return self._ledger_csv(q)
         return self._ledger(**q)
 
-    @json_http("GET", "/api/v1/supervision.csv")
+    @json_http("GET", "/api/v1/supervision.csv", action="ledger.read")
     def supervision_csv(self, request: Request) -> Response:
-        q = bodies.SupervisionQuery().load(request.args.to_dict())
+        q = self._ledger_query(request)
         q.pop("format")
         return self._ledger_csv(q)
+
+    def _ledger_query(self, request: Request) -> dict[str, Any]:
+        q = bodies.SupervisionQuery().load(request.args.to_dict())
+        assert self.access is not None
+        grid = narrowed_grid(self.access, self.ref.grid, q.get("grid"))
+        if grid is not None:
+            q["grid"] = grid
+        return q
 
     def _ledger(self, **filters: Any) -> dict[str, Any]:
         try:
@@ -464,18 +497,41 @@ class IntakeService(LoopApi, Observed):
             headers={"Content-Disposition": 'attachment; filename="supervision.csv"'},
         )
 
-    def _act(self, case_id: str, action: Callable[[Case, Any], Any]) -> dict[str, Any]:
+    def _act(self, case_id: str, action: Callable[[Case, Any], Any], *,
+             department: str | None = None, by: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Apply ``action`` to the case, once the caller may (``_may_touch``)."""
         now = self.clock.now()
         with self.db.transaction() as tx:
             case = load(tx.session, case_id, for_update=True)
             if case is None:
                 raise NotFound({"case_id": [f"no case {case_id}"]})
+            self._may_touch(case, department=department, by=by)
             try:
                 action(case, now)
             except TransitionError as exc:
                 raise Conflict({"state": [str(exc)]}) from exc
             self._save(tx, case, now)
-            return views.case_view(case, views.timeline_of(tx.session, case_id))
+            return self._shown(views.case_view(case, views.timeline_of(tx.session, case_id)))
+
+    def _may_touch(self, case: Case, *, department: str | None = None,
+                   by: dict[str, Any] | None = None) -> None:
+        """The caller's scope (``shared.access``): the case in its grid or holding its
+        department's assignment; acting for its own department; speaking for a node of
+        its own subtree."""
+        p = self.access
+        if p is None:  # not an HTTP request
+            return
+        access.on_case(p, path_of(self.ref.grid, case.grid_code),
+                       [a.department for a in case.assignments], case.case_id)
+        if department is not None:
+            access.for_department(p, department)
+        if by is not None:
+            access.speaks_for(p, path_of(self.ref.grid, by["code"]), by["code"])
+
+    def _shown(self, view: dict[str, Any]) -> dict[str, Any]:
+        """Reporters' names and phones only for the roles that need them."""
+        p = self.access
+        return view if p is None or p.sees_personal_data else mask_value(view)
 
     def _save(self, tx: UnitOfWork, case: Case, now: Any) -> None:
         """Add what the case recorded to the transaction: timeline entries and events. A
@@ -501,7 +557,7 @@ class IntakeService(LoopApi, Observed):
         cell, _ = self.ref.grid.cell_for_code(case.grid_code)
         return self.ref.grid.tier_info(cell, cell.level)
 
-    @json_http("GET", "/health")
+    @json_http("GET", "/health", public=True)
     def health(self, request: Request) -> dict[str, Any]:
         with self.db.read() as s:
             open_cases = s.scalar(select(func.count()).where(cases.c.state.in_(CaseState.OPEN)))
@@ -520,9 +576,11 @@ class IntakeService(LoopApi, Observed):
         self._apply(events, "intake.on_pipeline", apply, RetryLater)
 
     def _apply(self, events: list[Event], consumer: str,
-               apply: Callable[[Case, Event, Any], None], refused: type[Exception]) -> None:
+               apply: Callable[[Case, Event, Any], None], refused: type[Exception],
+               audit: Callable[[Session, Event], None] | None = None) -> None:
         """Apply fresh events to their cases in one transaction; a case that refuses an
-        event raises ``refused`` (retry it later, or dead-letter it)."""
+        event raises ``refused`` (retry it later, or dead-letter it). ``audit`` records
+        each applied event in the audit log, in the same transaction."""
         now = self.clock.now()
         with self.db.transaction() as tx:
             fresh = tx.fresh(events, consumer)
@@ -536,3 +594,5 @@ class IntakeService(LoopApi, Observed):
                 except TransitionError as exc:
                     raise refused(f"409: {ev.type}: {exc}") from exc
                 self._save(tx, case, now)
+                if audit is not None:
+                    audit(tx.session, ev)

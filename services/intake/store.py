@@ -6,6 +6,7 @@ The domain classes in ``cases`` know nothing of SQL; they are mapped imperativel
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -187,3 +189,68 @@ Base.registry.map_imperatively(
         ),
     },
 )
+
+# -- who may do what (shared.access): API keys and the audit log ---------------------------
+api_keys = Table(
+    "api_keys",
+    Base.metadata,
+    Column("key_id", String(16), primary_key=True),
+    Column("secret_hash", String(64), nullable=False),  # SHA-256 of the secret, hex
+    Column("client", String(100), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("grid", String(32)),
+    Column("department", String(64)),
+    Column("rate_per_min", Integer),  # None: the service's default; 0: unlimited
+    Column("note", Text, nullable=False, default=""),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("created_by", String(120), nullable=False),
+    Column("revoked_at", UTCDateTime()),
+    Column("revoked_by", String(120)),
+)
+
+audit_log = Table(
+    "audit_log",
+    Base.metadata,
+    Column("pk", IdType, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("key_id", String(16)),  # none for a department answering over AMQP, or the CLI
+    Column("actor", String(120), nullable=False),  # client name, broker user or OS user
+    Column("role", String(16), nullable=False),
+    Column("action", String(64), nullable=False),  # the entrypoint, e.g. whistle, ack
+    Column("target", String(64), nullable=False, default=""),  # a case id, a key id
+    Column("outcome", String(16), nullable=False),  # done | denied
+    Column("status", Integer),  # the HTTP status (done: 2xx; denied: 403)
+    Column("via", String(8), nullable=False),  # http | amqp | cli
+    Column("source", String(200), nullable=False, default=""),  # remote address (and proxy's)
+    Column("route", String(200), nullable=False, default=""),
+    Column("detail", JsonColumn, nullable=False, default=dict),
+    Index("ix_audit_at", "at"),
+    Index("ix_audit_key", "key_id", "pk"),
+    Index("ix_audit_target", "target", "pk"),
+)
+
+_APPEND_ONLY = "the audit log is append-only"
+
+
+@event.listens_for(audit_log, "after_create")
+def _append_only(target: Table, connection: Any, **_: Any) -> None:
+    """Refuse UPDATE, DELETE (and on PostgreSQL TRUNCATE) of audit rows in the database
+    itself, whoever connects."""
+    if connection.dialect.name == "postgresql":
+        schema = (connection.get_execution_options().get("schema_translate_map") or {}).get(None)
+        t = f'"{schema}".audit_log' if schema else "audit_log"
+        fn = f'"{schema}".audit_append_only' if schema else "audit_append_only"
+        connection.exec_driver_sql(
+            f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN RAISE EXCEPTION '{_APPEND_ONLY}'; END $$")
+        connection.exec_driver_sql(
+            f"CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON {t} "
+            f"FOR EACH ROW EXECUTE FUNCTION {fn}()")
+        connection.exec_driver_sql(
+            f"CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON {t} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {fn}()")
+    else:
+        for verb in ("UPDATE", "DELETE"):
+            connection.exec_driver_sql(
+                f"CREATE TRIGGER audit_no_{verb.lower()} BEFORE {verb} ON audit_log "
+                f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END")

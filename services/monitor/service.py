@@ -392,6 +392,6 @@ class MonitorService(Observed):
         return Response(path.read_bytes(), mimetype=kind,
                         headers={"Cache-Control": "no-cache"})
 
-    @json_http("GET", "/health")
+    @json_http("GET", "/health", public=True)
     def health(self, request: Request) -> dict[str, Any]:
         return {"service": self.name, "status": "ok", "queues_from": self.console.source}

@@ -101,7 +101,7 @@ class RoutingService(Observed):
                 )
                 self._add(tx, decision, type_, payload, now)
 
-    @json_http("GET", "/health")
+    @json_http("GET", "/health", public=True)
     def health(self, request: Request) -> dict[str, Any]:
         return {"service": self.name, "status": "ok"}
 

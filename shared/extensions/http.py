@@ -10,6 +10,11 @@ A handler returns ``(status, payload)`` or a payload (200). Errors become JSON b
 - a database or broker that cannot be reached is a 503: nothing was kept;
 - anything else is a 500 with a reference to the log line, never a traceback.
 
+In a service with an ``Authenticator`` (``shared.extensions.auth``) every route names its
+``action`` or is ``public``; the gate answers 401 (no or a bad key), 403 (outside the
+key's role or scope) and 429 (over its rate) with the reason, before any worker runs.
+A body over ``MAX_BODY_BYTES`` is a 413 before anything else.
+
 Every request is counted (``gridflow_http_requests_total``) and timed
 (``gridflow_http_request_seconds``) by its route, the URL rule: never the path itself.
 """
@@ -30,7 +35,9 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.wrappers import Request, Response
 
 from shared import metrics
+from shared.access import AccessDenied
 from shared.events import UNSTORABLE, UNSTORABLE_TEXT, unstorable
+from shared.extensions.auth import DENIED, PRINCIPAL, Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -123,16 +130,51 @@ MAX_INT_PARAM = 2**63 - 1
 
 
 class JsonHttpHandler(HttpRequestHandler):
-    def __init__(self, method: str, url: str, **kwargs: Any) -> None:
-        kwargs.setdefault("expected_exceptions", (ApiError, ValidationError))
+    def __init__(self, method: str, url: str, *, action: str | None = None,
+                 public: bool = False, **kwargs: Any) -> None:
+        kwargs.setdefault("expected_exceptions", (ApiError, ValidationError, AccessDenied))
         super().__init__(method, url, **kwargs)
+        self.action = action
+        self.public = public
+
+    def setup(self) -> None:
+        super().setup()
+        self.gate: Authenticator | None = next(
+            (d for d in self.container.dependencies if isinstance(d, Authenticator)), None)
+        if self.gate is not None and not self.public and self.action is None:
+            raise RuntimeError(f"{self.container.service_name}: {self.method} {self.url} "
+                               "must name its action= or be public=True")
 
     def handle_request(self, request: Request) -> Response:
         started = time.perf_counter()
-        response = super().handle_request(request)
+        response = self._guarded(request)
         metrics.http_answered(self.container.service_name, request.method, self.url,
                               response.status_code, time.perf_counter() - started)
         return response
+
+    def _guarded(self, request: Request) -> Response:
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return self.response_from_exception(
+                ApiError(f"body larger than {MAX_BODY_BYTES} bytes", status=413))
+        if self.gate is not None and not self.public:
+            assert self.action is not None
+            try:
+                request.environ[PRINCIPAL] = self.gate.authenticate(
+                    request, self.action, self.method_name)
+            except AccessDenied as exc:
+                if exc.status == 403:
+                    self.gate.refused(request, exc, self.method_name)
+                return self.response_from_exception(exc)
+        response = super().handle_request(request)
+        denied = request.environ.get(DENIED)
+        if denied is not None and denied.status == 403 and self.gate is not None:
+            self.gate.refused(request, denied, self.method_name)
+        return response
+
+    def handle_result(self, event: Any, worker_ctx: Any, result: Any, exc_info: Any) -> Any:
+        if exc_info is not None and isinstance(exc_info[1], AccessDenied):
+            worker_ctx.args[0].environ[DENIED] = exc_info[1]
+        return super().handle_result(event, worker_ctx, result, exc_info)
 
     def get_entrypoint_parameters(self, request: Request) -> tuple[tuple, dict[str, Any]]:
         """Path values that can name nothing stored are a 404, and a query string with text
@@ -158,6 +200,11 @@ class JsonHttpHandler(HttpRequestHandler):
         return json_response(result)
 
     def response_from_exception(self, exc: BaseException) -> Response:
+        if isinstance(exc, AccessDenied):
+            headers = {"WWW-Authenticate": 'Bearer realm="gridflow"'} if exc.status == 401 \
+                else {"Retry-After": str(max(1, round(exc.retry_after or 1)))} \
+                if exc.status == 429 else None
+            return json_response({"errors": {"_auth": [exc.reason]}}, exc.status, headers)
         if isinstance(exc, ApiError):
             return json_response({"errors": exc.errors}, exc.status)
         if isinstance(exc, ValidationError):

@@ -24,14 +24,18 @@ these.
 
 from __future__ import annotations
 
+import hmac
 import inspect
 import logging
 from functools import cache
 from typing import Any
 
+from nameko.extensions import DependencyProvider
 from werkzeug.wrappers import Request, Response
 
 from shared import metrics
+from shared.access import token_from, unauthenticated
+from shared.config import setting
 from shared.extensions.heartbeat import Heartbeat
 from shared.extensions.http import json_http
 from shared.extensions.store import Store
@@ -46,14 +50,37 @@ def _stores(cls: type) -> tuple[tuple[str, Store], ...]:
     return tuple(inspect.getmembers(cls, lambda v: isinstance(v, Store)))
 
 
+class MetricsToken(DependencyProvider):
+    """The bearer token a scraper sends to ``/metrics`` (``GRIDFLOW_METRICS_TOKEN``; unset:
+    the page refuses every request)."""
+
+    def setup(self) -> None:
+        self.token: str = setting(self.container.config, "GRIDFLOW_METRICS_TOKEN", "") or ""
+
+    def get_dependency(self, worker_ctx: Any) -> str:
+        return self.token
+
+
+def check_scraper(token: str, authorization: str | None) -> None:
+    if not token:
+        raise unauthenticated("metrics are off: set GRIDFLOW_METRICS_TOKEN and send it as "
+                              "'Authorization: Bearer <token>'")
+    given = token_from(authorization, None)
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise unauthenticated("wrong metrics token")
+
+
 class Observed:
-    """Mixin for service classes: heartbeats and ``GET /metrics``."""
+    """Mixin for service classes: heartbeats and ``GET /metrics`` (for a scraper holding
+    the metrics token)."""
 
     name: str
     heartbeat = Heartbeat()
+    metrics_token = MetricsToken()
 
-    @json_http("GET", "/metrics")
+    @json_http("GET", "/metrics", public=True)  # not an API key: the scraper's own token
     def metrics_page(self, request: Request) -> Response:
+        check_scraper(self.metrics_token, request.headers.get("Authorization"))
         try:
             self.refresh_metrics()
         except Exception as exc:  # the counters are still worth serving

@@ -19,6 +19,7 @@ from shared.db import (
     make_engine,
     service_database_url,
 )
+from shared.extensions.auth import audit_committed, pending_audit
 from shared.extensions.broker import BrokerPublisher
 from shared.outbox import DEFAULT_MAX_BACKOFF_S, OutboxMixin, OutboxRelay
 from shared.unit_of_work import InboxMixin, UnitOfWork
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 class StoreAccess:
     """What a worker sees: ``transaction()`` for writes, ``read()`` for queries."""
 
-    def __init__(self, provider: Store) -> None:
+    def __init__(self, provider: Store, worker_ctx: Any = None) -> None:
         self._p = provider
+        self._ctx = worker_ctx
 
     def transaction(self) -> UnitOfWork:
         p = self._p
@@ -41,6 +43,8 @@ class StoreAccess:
             outbox=p.outbox_model,
             inbox=p.inbox_model,
             after_commit=p.relay.wake,
+            audit=pending_audit(self._ctx),
+            audited=lambda: audit_committed(self._ctx),
         )
 
     def read(self) -> AbstractContextManager[Session]:
@@ -110,4 +114,4 @@ class Store(DependencyProvider):
             relay.stop()
 
     def get_dependency(self, worker_ctx: Any) -> StoreAccess:
-        return StoreAccess(self)
+        return StoreAccess(self, worker_ctx)

@@ -150,10 +150,12 @@ def test_concurrent_posts_of_one_report_make_one_case(
     intake: Any, api: requests.Session, published: Published, http_port: int
 ) -> None:
     body = report("r-race")
+    auth = api.auth_header()
 
     def post(_: int) -> tuple[int, str]:
         with requests.Session() as s:
-            r = s.post(f"http://127.0.0.1:{http_port}/api/v1/reports", json=body, timeout=10)
+            r = s.post(f"http://127.0.0.1:{http_port}/api/v1/reports", json=body, timeout=10,
+                       headers=auth)
             return r.status_code, r.json().get("case_id", r.text)
 
     results = list(eventlet.GreenPool(8).imap(post, range(8)))

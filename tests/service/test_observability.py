@@ -92,7 +92,9 @@ def config(service_config: dict[str, Any]) -> dict[str, Any]:
 
 def metrics_of(container: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """The container's /metrics page: {(sample name, labels): value}."""
-    r = requests.get(f"http://{container.config['WEB_SERVER_ADDRESS']}/metrics", timeout=10)
+    token = container.config["GRIDFLOW_METRICS_TOKEN"]
+    r = requests.get(f"http://{container.config['WEB_SERVER_ADDRESS']}/metrics", timeout=10,
+                     headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.text
     assert r.headers["Content-Type"] == CONTENT_TYPE
     return {

@@ -1,0 +1,128 @@
+"""intake's HTTP gate: API keys from its own table, a rate per key, the audit writer for
+state-changing requests, and the scope checks the handlers make once they know the case.
+
+Keys are looked up by id and cached for ``GRIDFLOW_KEY_CACHE_S`` (10 s): a key revoked
+through this instance stops at once, through another (or the command line) within that
+time. ``GRIDFLOW_RATE_LIMIT_PER_MIN`` (600) is the rate of a key that names none.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from werkzeug.wrappers import Request
+
+from shared import access
+from shared.access import AccessDenied, Principal
+from shared.clock import utcnow
+from shared.config import setting
+from shared.extensions.auth import AUDIT_WRITER, PRINCIPAL, Authenticator, source_of
+from shared.extensions.store import Store
+from shared.grid import GridRegistry
+
+from . import keys
+
+log = logging.getLogger(__name__)
+
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+class ApiKeyGate(Authenticator):
+    def setup(self) -> None:
+        config = self.container.config
+        self.cache_s = float(setting(config, "GRIDFLOW_KEY_CACHE_S", 10.0))
+        self.default_rate = int(setting(config, "GRIDFLOW_RATE_LIMIT_PER_MIN", 600))
+        self.limiter = access.RateLimiter()
+        self._cache: dict[str, tuple[float, keys.StoredKey | None]] = {}
+        self.store = next(d for d in self.container.dependencies if isinstance(d, Store))
+
+    def forget(self, key_id: str) -> None:
+        self._cache.pop(key_id, None)
+
+    def _stored(self, key_id: str) -> keys.StoredKey | None:
+        hit = self._cache.get(key_id)
+        if hit is not None and time.monotonic() - hit[0] < self.cache_s:
+            return hit[1]
+        with self.store.sessions() as s:
+            stored = keys.lookup(s, key_id)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key_id] = (time.monotonic(), stored)
+        return stored
+
+    def authenticate(self, request: Request, action: str, entrypoint: str) -> Principal:
+        token = access.token_from(request.headers.get("Authorization"),
+                                  request.headers.get("X-Api-Key"))
+        key_id, secret = access.parse_key(token)
+        stored = self._stored(key_id)
+        if stored is None or not access.secret_matches(secret, stored.secret_hash):
+            raise access.unauthenticated("unknown API key, or a wrong secret")
+        if stored.revoked:
+            raise access.unauthenticated(f"API key {key_id} was revoked")
+        p = stored.principal
+        request.environ[PRINCIPAL] = p
+        rate = self.default_rate if stored.rate_per_min is None else stored.rate_per_min
+        self.limiter.take(key_id, rate)
+        access.allow(p, action)
+        if request.method not in READ_METHODS:
+            request.environ[AUDIT_WRITER] = lambda session: keys.record(
+                session, **_entry(request, p, entrypoint, "done"))
+        return p
+
+    def refused(self, request: Request, exc: AccessDenied, entrypoint: str) -> None:
+        p: Principal | None = request.environ.get(PRINCIPAL)
+        if p is None:
+            return
+        log.warning("refused", extra={"key_id": p.key_id, "role": p.role,
+                                      "action": entrypoint, "reason": exc.reason})
+        try:
+            with self.store.sessions.begin() as s:
+                keys.record(s, **_entry(request, p, entrypoint, "denied", exc.status,
+                                        exc.reason))
+        except Exception as err:  # the refusal stands; its record is best effort
+            log.error("could not record a refusal", extra={"error": repr(err)})
+
+
+def _entry(request: Request, p: Principal, entrypoint: str, outcome: str,
+           status: int | None = None, reason: str = "") -> dict[str, Any]:
+    values = {k: str(v) for k, v in (getattr(request, "path_values", None) or {}).items()}
+    target = values.get("case_id") or values.get("key_id") or next(iter(values.values()), "")
+    detail: dict[str, Any] = {"path": values} if values else {}
+    if reason:
+        detail["reason"] = reason
+    return dict(at=utcnow(), key_id=p.key_id, actor=p.client, role=p.role, action=entrypoint,
+                target=target, outcome=outcome, status=status, via="http",
+                source=source_of(request), route=f"{request.method} {request.path}"[:200],
+                detail=detail)
+
+
+# -- scope checks in the handlers ---------------------------------------------------------
+def path_of(grid: GridRegistry, code: str) -> list[str]:
+    """Codes from the root down to the node ``code`` (a building's: down to its cell)."""
+    node = grid.get(code)
+    if node is None:
+        try:
+            node = grid.cell_for_code(code)[0]
+        except Exception:
+            return [code]
+    return [n.code for n in node.path()]
+
+
+def narrowed_grid(p: Principal, grid: GridRegistry, requested: str | None) -> str | None:
+    """The grid filter a scoped key may use: its own subtree when it asked for none."""
+    if p.grid is None or p.role not in (access.PATROL_APP, access.OPERATOR):
+        return requested
+    if requested is None:
+        return p.grid
+    access.in_grid(p, path_of(grid, requested), f"grid {requested}")
+    return requested
+
+
+def narrowed_department(p: Principal, requested: str | None) -> str | None:
+    if p.role != access.DEPARTMENT:
+        return requested
+    if requested is not None:
+        access.for_department(p, requested)
+    return p.department
