@@ -4,7 +4,8 @@ Each service's structured log goes to ``var/log/<service>.log``; the console get
 account of what is happening and where to look. By default the services run on a demo
 clock (``--speed 60``: a demo day in 24 minutes, from 08:30 of a working day) and, once
 intake answers, a simulated district (``gridflow simulate``) is started as one more
-supervised child, its log in ``var/log/simulator.log``.
+supervised child, its log in ``var/log/simulator.log``. Each service connects to RabbitMQ as
+its own broker user, provisioned at start (``gridflow broker-users``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Child:
     crashes: deque[float] = field(default_factory=deque)
     exits: int = 0  # every exit the supervisor restarted, however long ago
     given_up: bool = False
+    env: dict[str, str] = field(default_factory=dict)  # over the supervisor's (its AMQP_URI)
 
     @property
     def is_service(self) -> bool:
@@ -92,7 +94,7 @@ class Supervisor:
     def start(self, child: Child) -> None:
         child.log = child.log or child.log_path.open("ab")
         base = os.environ if self.env is None else self.env
-        env = {**base, "GRIDFLOW_SERVICE": child.name, "PYTHONUNBUFFERED": "1"}
+        env = {**base, **child.env, "GRIDFLOW_SERVICE": child.name, "PYTHONUNBUFFERED": "1"}
         child.proc = subprocess.Popen(
             child.argv(),
             stdout=child.log,
@@ -223,7 +225,8 @@ class Demo:
 
 
 def banner(http: str, amqp_uri: str, var_dir: Path, departments: list[str],
-           demo: Demo | None = None) -> str:
+           demo: Demo | None = None, users: Any = None) -> str:
+    """``users``: the broker users provisioned (``broker_users.Credentials``), if any."""
     from shared.config import http_address
 
     demo = demo or Demo()
@@ -251,6 +254,7 @@ def banner(http: str, amqp_uri: str, var_dir: Path, departments: list[str],
             "  RabbitMQ UI     http://127.0.0.1:15672/  (guest / guest)",
             f"  broker          {amqp_uri.split('@')[-1]}",
             f"  logs            {var_dir / 'log'}/<service>.log",
+            *_user_lines(users, amqp_uri, departments),
             *_demo_lines(demo, var_dir),
             "",
             "Try it (in another terminal):",
@@ -265,6 +269,26 @@ def banner(http: str, amqp_uri: str, var_dir: Path, departments: list[str],
             "",
         ]
     )
+
+
+def _user_lines(users: Any, amqp_uri: str, departments: list[str]) -> list[str]:
+    if users is None:
+        return ["  broker users    not provisioned: the services use AMQP_URI as given"]
+    from gridflow.broker_users import amqp_uri_for
+    from shared.amqp.permissions import department_user
+
+    dept = "fire" if "fire" in departments else (departments or ["<code>"])[0]
+    name = department_user(dept, users.prefix)
+    example = amqp_uri_for(amqp_uri, name, "PASSWORD", users.vhost)
+    return [
+        f"  broker users    every service runs as its own ({users.prefix}gridflow-<service>); "
+        "a department's user",
+        f"                  ({users.prefix}dept.<code>) reads only dispatch.<code> and answers "
+        "only as itself",
+        f"                  passwords in {users.secrets_path} (gridflow broker-users "
+        "--show-passwords)",
+        f"                  gridflow subscribe --department {dept} --amqp-uri {example}",
+    ]
 
 
 def _demo_lines(demo: Demo, var_dir: Path) -> list[str]:
@@ -345,7 +369,29 @@ def simulator_command(http: str, amqp_uri: str, rate: float, speed: float) -> li
             "--amqp-uri", amqp_uri, "--rate", f"{rate:g}", "--speed", f"{speed:g}"]
 
 
+def broker_users_for(settings: Any, departments: list[str], say: Callable[[str], None]) -> Any:
+    """Provision a broker user per service and per department (``gridflow broker-users``)
+    in AMQP_URI's vhost; ``None`` when an external broker does not let us (the services
+    then use AMQP_URI as given). Raises ``ProvisionError`` for the local broker."""
+    from gridflow import broker_users as bu
+
+    try:
+        users = bu.provision(bu.default_admin_url(settings.amqp_uri),
+                             bu.vhost_of(settings.amqp_uri), departments, SERVICES,
+                             bu.default_secrets_path(settings.var_dir))
+    except bu.ProvisionError as exc:
+        if not bu.is_external(settings.amqp_uri):
+            raise
+        say(f"broker users not provisioned on the external broker: {exc}")
+        say("the services use AMQP_URI as given")
+        return None
+    say(f"broker users: {len(users.grants)} in vhost {users.vhost!r} "
+        f"({len(users.created)} new), passwords in {users.secrets_path}")
+    return users
+
+
 def main(args: Any) -> int:
+    from gridflow.broker_users import ProvisionError
     from shared.config import Settings
     from shared.reference import load_reference
 
@@ -372,6 +418,14 @@ def main(args: Any) -> int:
         f"demo data: {len(ref.grid)} grid nodes, {len(ref.catalogue.categories)} categories, "
         f"{len(ref.catalogue.departments)} departments ({settings.data_dir})"
     )
+    try:
+        users = broker_users_for(settings, sorted(ref.catalogue.departments), sup.say)
+    except ProvisionError as exc:
+        sup.say(f"cannot provision the broker users: {exc}")
+        return 1
+    if users is not None:
+        for child in sup.children:  # each service connects as its own broker user
+            child.env["AMQP_URI"] = users.service_uri(settings.amqp_uri, child.name)
     if clock is not None:
         sup.say(f"demo clock: speed {speed:g}, demo time starts at {clock.start.isoformat()}")
     stop_on_signal()
@@ -385,6 +439,8 @@ def main(args: Any) -> int:
             sup.stop_all()
             return 1
         if simulate and intake_runs:
+            # The simulator plays every department and grid tier at once (a test tool): it
+            # keeps AMQP_URI's user, not a department's.
             child = sup.add("simulator", simulator_command(http, settings.amqp_uri, rate, speed))
             sup.start(child)
             assert child.proc is not None
@@ -394,7 +450,7 @@ def main(args: Any) -> int:
         sup.say(banner(http, settings.amqp_uri, settings.var_dir,
                        sorted(ref.catalogue.departments),
                        Demo(clock=clock, simulator_rate=rate if simulate and intake_runs else None,
-                            monitor="monitor" in names, tz=ref.calendar.tz)))
+                            monitor="monitor" in names, tz=ref.calendar.tz), users=users))
     except KeyboardInterrupt:  # stopped while starting
         sup.shutdown()
         return 0
