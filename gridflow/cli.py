@@ -1,5 +1,6 @@
 """``gridflow``: run the services, subscribe and respond as a department, simulate a
-district's day, declare the broker topology."""
+district's day, declare the broker topology, provision broker users, manage API keys and
+read the audit log."""
 
 from __future__ import annotations
 
@@ -79,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="POST each message to URL; retried with backoff until it answers 2xx",
     )
+    s.add_argument("--secret", help="sign each forward (X-Gridflow-Signature) with this "
+                   "shared secret; comma-separated while rotating (default "
+                   "$GRIDFLOW_FORWARD_SECRET)")
     s.add_argument("--amqp-uri", default=DEFAULT_AMQP, help="broker URL (default $AMQP_URI)")
     s.add_argument("--prefetch", type=int, default=10, help="unacked messages in flight")
     s.add_argument("--json", action="store_true", help="print the full JSON of each message")
@@ -119,6 +123,35 @@ def _parser() -> argparse.ArgumentParser:
         "(idempotent; every service also does this at start).",
     )
     t.add_argument("--amqp-uri", default=DEFAULT_AMQP, help="broker URL (default $AMQP_URI)")
+
+    from gridflow import keys_cli
+
+    keys_cli.add_arguments(sub)
+
+    bu = sub.add_parser(
+        "broker-users",
+        help="create or update a RabbitMQ user per department and per service",
+        description="Provision gridflow's broker users through the management API: "
+        "dept.<code> may read only dispatch.<code> and publish only <code>.<action> on "
+        "gridflow.responses; gridflow-<service> runs a service (never administrator; the "
+        "monitor's is monitoring). Idempotent: passwords are kept in the secrets file, "
+        "permissions reset to exactly the grants. Users of a vhost other than / are named "
+        "<vhost>.dept.<code>, <vhost>.gridflow-<service>.",
+    )
+    bu.add_argument("--admin-url", metavar="URL",
+                    default=os.environ.get("GRIDFLOW_RABBIT_ADMIN_URL"),
+                    help="management API with an administrator's credentials (default "
+                    "$GRIDFLOW_RABBIT_ADMIN_URL, else http://<AMQP_URI's user:password>@<its "
+                    "host>:15672, i.e. http://guest:guest@127.0.0.1:15672)")
+    bu.add_argument("--vhost", help="the vhost (default: AMQP_URI's, /)")
+    bu.add_argument("--secrets", metavar="FILE", help="the passwords file (default "
+                    "<GRIDFLOW_VAR_DIR>/secrets/broker-users.json, mode 0600)")
+    bu.add_argument("--prefix", help="before every user name (default: none in vhost /, "
+                    "'<vhost>.' in any other)")
+    bu.add_argument("--rotate", action="store_true",
+                    help="new passwords for every user (the old ones stop working)")
+    bu.add_argument("--show-passwords", action="store_true",
+                    help="print the passwords in the table")
     return p
 
 
@@ -153,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         return simulator.main(args)
     if args.command == "topology":
         return _topology(args.amqp_uri)
+    if args.command in ("keys", "audit"):
+        from gridflow import keys_cli
+
+        return keys_cli.main(args)
+    if args.command == "broker-users":
+        from gridflow import broker_users
+
+        return broker_users.main(args)
     return 2
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, post_load, validate, validates, validates_schema
 
+from shared import access
 from shared.calendar import Duration
 from shared.events import MAX_DESCRIPTION, MAX_MEDIA, TIERS
 from shared.policy import WHISTLE_LEVELS
@@ -171,3 +172,40 @@ class TaskQuery(Body):
     kind = fields.String(validate=validate.OneOf(("verification", "follow_up")))
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
     per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_PER_PAGE))
+
+
+# -- keys and the audit log (admin) -------------------------------------------------------
+class IssueKeyBody(Body):
+    client = fields.String(required=True, validate=[validate.Length(min=1, max=100), NOT_BLANK])
+    role = fields.String(required=True, validate=validate.OneOf(access.ROLES))
+    grid = fields.String(load_default=None, allow_none=True,
+                         validate=validate.Regexp(_CODES, error="digits only"))
+    department = fields.String(load_default=None, allow_none=True,
+                               validate=validate.Length(min=1, max=64))
+    rate_per_min = fields.Integer(load_default=None, allow_none=True, strict=True,
+                                  validate=validate.Range(min=0, max=1_000_000))
+    note = fields.String(load_default="", validate=validate.Length(max=500))
+
+    @validates_schema
+    def _scope(self, data: dict[str, Any], **_: Any) -> None:
+        problem = access.check_scope_fields(data["role"], data.get("grid"),
+                                            data.get("department"))
+        if problem:
+            raise ValidationError(problem, "grid" if "grid" in problem else
+                                  "department" if "department" in problem else "role")
+
+
+class KeyListQuery(Body):
+    revoked = fields.Boolean(load_default=False)
+
+
+class AuditQuery(Body):
+    key_id = fields.String(validate=validate.Length(max=16))
+    actor = fields.String(validate=validate.Length(max=120))
+    action = fields.String(validate=validate.Length(max=64))
+    target = fields.String(validate=validate.Length(max=64))
+    outcome = fields.String(validate=validate.OneOf(("done", "denied")))
+    since = fields.AwareDateTime()
+    until = fields.AwareDateTime()
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
+    per_page = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))

@@ -27,6 +27,7 @@ from . import keys
 log = logging.getLogger(__name__)
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
+GATE = "gridflow.gate"  # request.environ: the gate itself (revoking forgets a cached key)
 
 
 class ApiKeyGate(Authenticator):
@@ -63,9 +64,13 @@ class ApiKeyGate(Authenticator):
             raise access.unauthenticated(f"API key {key_id} was revoked")
         p = stored.principal
         request.environ[PRINCIPAL] = p
+        request.environ[GATE] = self
         rate = self.default_rate if stored.rate_per_min is None else stored.rate_per_min
         self.limiter.take(key_id, rate)
         access.allow(p, action)
+        department = (getattr(request, "path_values", None) or {}).get("department")
+        if department is not None:  # …/assignments/<department>/…: that department acts
+            access.for_department(p, department)
         if request.method not in READ_METHODS:
             request.environ[AUDIT_WRITER] = lambda session: keys.record(
                 session, **_entry(request, p, entrypoint, "done"))

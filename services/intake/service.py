@@ -41,6 +41,7 @@ from shared.unit_of_work import UnitOfWork
 
 from . import bodies, queries, reports, views
 from .access import load, load_many, optional_json
+from .admin_api import AdminApi
 from .cases import Case, CaseState, Extension, TransitionError
 from .duplicates import Candidate, nearest, place_of
 from .gate import ApiKeyGate, narrowed_department, narrowed_grid, path_of
@@ -78,7 +79,7 @@ PIPELINE: dict[str, Callable[[Case, dict[str, Any]], None]] = {
 }
 
 
-class IntakeService(LoopApi, Observed):
+class IntakeService(LoopApi, AdminApi, Observed):
     name = "intake"
 
     db = Store(Base.metadata, Outbox, Inbox)

@@ -1,0 +1,70 @@
+"""intake's entrypoints for admins: API keys (issue, list, revoke) and the audit log.
+Mixed into ``IntakeService``; the SQL is in ``keys``, the rules in ``shared.access``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.wrappers import Request
+
+from shared.clock import utcnow
+from shared.extensions.http import NotFound, json_http, read_json
+
+from . import bodies, keys
+from .gate import GATE
+
+if TYPE_CHECKING:
+    from shared.access import Principal
+    from shared.extensions.store import StoreAccess
+    from shared.reference import ReferenceData
+
+
+class AdminApi:
+    db: StoreAccess
+    ref: ReferenceData
+    if TYPE_CHECKING:
+        access: Principal | None
+
+    @json_http("POST", "/api/v1/keys", action="keys.manage")
+    def issue_key(self, request: Request) -> tuple[int, dict[str, Any]]:
+        """A new key; its token is in this answer only (intake keeps a hash)."""
+        body = bodies.IssueKeyBody().load(read_json(request))
+        self._known_scope(body)
+        assert self.access is not None
+        with self.db.transaction() as tx:
+            listing, token = keys.issue(tx.session, **body, by=self._by(), now=utcnow())
+        return 201, {"key": listing, "token": token}
+
+    @json_http("GET", "/api/v1/keys", action="keys.manage")
+    def list_keys(self, request: Request) -> dict[str, Any]:
+        q = bodies.KeyListQuery().load(request.args.to_dict())
+        with self.db.read() as s:
+            return {"keys": keys.list_keys(s, include_revoked=q["revoked"])}
+
+    @json_http("POST", "/api/v1/keys/<key_id>/revoke", action="keys.manage")
+    def revoke_key(self, request: Request, key_id: str) -> dict[str, Any]:
+        with self.db.transaction() as tx:
+            listing = keys.revoke(tx.session, key_id, by=self._by(), now=utcnow())
+        if listing is None:
+            raise NotFound({"key_id": [f"no key {key_id}"]})
+        request.environ[GATE].forget(key_id)  # other instances: within GRIDFLOW_KEY_CACHE_S
+        return {"key": listing}
+
+    @json_http("GET", "/api/v1/audit", action="audit.read")
+    def audit(self, request: Request) -> dict[str, Any]:
+        """Who did what, when and from where: newest first, filtered."""
+        q = bodies.AuditQuery().load(request.args.to_dict())
+        with self.db.read() as s:
+            return keys.query_audit(s, **q)
+
+    def _by(self) -> str:
+        p = self.access
+        return "" if p is None else f"{p.client} ({p.key_id})"
+
+    def _known_scope(self, body: dict[str, Any]) -> None:
+        from marshmallow import ValidationError
+
+        if body.get("grid") and self.ref.grid.get(body["grid"]) is None:
+            raise ValidationError({"grid": [f"unknown grid code {body['grid']}"]})
+        if body.get("department") and body["department"] not in self.ref.catalogue.departments:
+            raise ValidationError({"department": [f"unknown department {body['department']}"]})
