@@ -24,6 +24,7 @@ from typing import Any, TextIO
 import requests
 
 from shared.amqp.permissions import DEPARTMENT, SERVICE, Grant, default_prefix, grants
+from shared.private_files import write_private
 
 ADMIN_URL_ENV = "GRIDFLOW_RABBIT_ADMIN_URL"
 MANAGEMENT_PORT = 15672
@@ -104,22 +105,11 @@ def load_secrets(path: Path) -> dict[str, dict[str, str]]:
 
 def save_secrets(path: Path, users: Mapping[str, Mapping[str, str]]) -> None:
     """Write atomically, readable by its owner only (0600, in a 0700 directory)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     body = {
         "note": "passwords of gridflow's RabbitMQ users (gridflow broker-users); keep private",
         "users": {k: dict(users[k]) for k in sorted(users)},
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(body, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_private(path, json.dumps(body, indent=2, ensure_ascii=False) + "\n")
 
 
 # -- the management API --------------------------------------------------------------------------

@@ -68,21 +68,12 @@ def add_arguments(sub: Any) -> None:
 
 @contextmanager
 def _intake_db() -> Iterator[Any]:
-    from sqlalchemy.orm import Session
-
-    from services.intake.store import Base
+    from services.intake.keys import database
     from shared.config import Settings
-    from shared.db import create_tables, make_engine, service_database_url
 
     settings = Settings.from_config({})
-    engine = make_engine(service_database_url("intake", settings.database_url,
-                                              settings.var_dir), schema="intake", pool_size=1)
-    try:
-        create_tables(engine, Base.metadata)
-        with Session(engine) as s, s.begin():
-            yield s
-    finally:
-        engine.dispose()
+    with database(settings.database_url, settings.var_dir) as s:
+        yield s
 
 
 def _cli_audit(s: Any, action: str, target: str, detail: dict[str, Any]) -> None:

@@ -225,14 +225,18 @@ class Demo:
 
 
 def banner(http: str, amqp_uri: str, var_dir: Path, departments: list[str],
-           demo: Demo | None = None, users: Any = None) -> str:
-    """``users``: the broker users provisioned (``broker_users.Credentials``), if any."""
+           demo: Demo | None = None, users: Any = None, keys: list[Any] | None = None) -> str:
+    """``users``: the broker users provisioned (``broker_users.Credentials``), if any;
+    ``keys``: the demo's API keys (``demo_keys.DemoKey``)."""
+    from gridflow.demo_keys import banner_lines
     from shared.config import http_address
 
     demo = demo or Demo()
     base = f"http://{http}"
+    patrol = next((k.token for k in keys or [] if k.role == "patrol_app"), "<patrol app key>")
     example = (
-        f"curl -s -X POST {base}/api/v1/reports -H 'content-type: application/json' -d "
+        f"curl -s -X POST {base}/api/v1/reports -H 'Authorization: Bearer {patrol}' "
+        "-H 'content-type: application/json' -d "
         '\'{"report_id": "demo-1", "category": "E0402", "grid_code": "511802001001101", '
         '"description": "消防通道被车辆堵塞", "reporter": {"kind": "grid_worker", '
         '"id": "gw-0001"}}\''
@@ -256,6 +260,7 @@ def banner(http: str, amqp_uri: str, var_dir: Path, departments: list[str],
             f"  logs            {var_dir / 'log'}/<service>.log",
             *_user_lines(users, amqp_uri, departments),
             *_demo_lines(demo, var_dir),
+            *banner_lines(keys or [], var_dir),
             "",
             "Try it (in another terminal):",
             "  .venv/bin/gridflow subscribe --department fire",
@@ -402,8 +407,12 @@ def main(args: Any) -> int:
     simulate = not getattr(args, "no_simulator", False)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     clock = demo_clock(ref.calendar, settings.var_dir, speed) if speed != 1 else None
-    sup = Supervisor(args.services or list(SERVICES), settings.var_dir,
-                     env=clock_env(dict(os.environ), clock))
+    from gridflow import demo_keys as dk
+
+    env = clock_env(dict(os.environ), clock)
+    env["GRIDFLOW_METRICS_TOKEN"] = dk.metrics_token(settings.var_dir,
+                                                     os.environ.get("GRIDFLOW_METRICS_TOKEN"))
+    sup = Supervisor(args.services or list(SERVICES), settings.var_dir, env=env)
     if clock is not None:
         last_saved = [0.0]
 
@@ -423,6 +432,13 @@ def main(args: Any) -> int:
     except ProvisionError as exc:
         sup.say(f"cannot provision the broker users: {exc}")
         return 1
+    try:
+        keys = dk.ensure(settings.var_dir, settings.database_url, ref.grid,
+                         sorted(ref.catalogue.departments))
+    except Exception as exc:  # intake's database: a file, or PostgreSQL not answering
+        sup.say(f"cannot make the demo's API keys in intake's database: {exc}")
+        return 1
+    sup.say(f"demo API keys: {', '.join(k.role for k in keys)} ({settings.var_dir / dk.KEYS_FILE})")
     if users is not None:
         for child in sup.children:  # each service connects as its own broker user
             child.env["AMQP_URI"] = users.service_uri(settings.amqp_uri, child.name)
@@ -442,6 +458,7 @@ def main(args: Any) -> int:
             # The simulator plays every department and grid tier at once (a test tool): it
             # keeps AMQP_URI's user, not a department's.
             child = sup.add("simulator", simulator_command(http, settings.amqp_uri, rate, speed))
+            child.env["GRIDFLOW_API_KEY"] = keys[0].token  # admin: it plays every role
             sup.start(child)
             assert child.proc is not None
             sup.say(f"started {child.name:<10} pid {child.proc.pid:<7} log {child.log_path}")
@@ -450,7 +467,8 @@ def main(args: Any) -> int:
         sup.say(banner(http, settings.amqp_uri, settings.var_dir,
                        sorted(ref.catalogue.departments),
                        Demo(clock=clock, simulator_rate=rate if simulate and intake_runs else None,
-                            monitor="monitor" in names, tz=ref.calendar.tz), users=users))
+                            monitor="monitor" in names, tz=ref.calendar.tz), users=users,
+                       keys=keys))
     except KeyboardInterrupt:  # stopped while starting
         sup.shutdown()
         return 0

@@ -125,23 +125,11 @@ def issue_key(database_url: str | None, var_dir: str | Path, role: str = "admin"
     """An API key of ``role`` in intake's database (its file or schema; made if missing),
     as ``gridflow keys issue`` would: the token a client sends."""
     from services.intake import keys
-    from services.intake.store import Base
-    from shared.db import create_tables
 
-    engine = make_engine(service_database_url("intake", database_url, var_dir), schema="intake",
-                         pool_size=1)
-    try:
-        create_tables(engine, Base.metadata)
-        with engine.begin() as conn:
-            from sqlalchemy.orm import Session
-
-            with Session(bind=conn) as s:
-                _, token = keys.issue(s, client=client, role=role, by="tests",
-                                      now=datetime.now(UTC), **scope)
-                s.flush()
-        return token
-    finally:
-        engine.dispose()
+    with keys.database(database_url, var_dir) as s:
+        _, token = keys.issue(s, client=client, role=role, by="tests", now=datetime.now(UTC),
+                              **scope)
+    return token
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -4,8 +4,11 @@ and query. The rules are in ``shared.access``; the HTTP gate is ``gate``; the co
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -14,7 +17,7 @@ from sqlalchemy.orm import Session
 from shared import access
 from shared.access import Principal
 
-from .store import api_keys, audit_log
+from .store import Base, api_keys, audit_log
 
 MAX_AUDIT_PAGE = 500
 
@@ -25,6 +28,22 @@ class StoredKey:
     secret_hash: str
     rate_per_min: int | None
     revoked: bool
+
+
+@contextmanager
+def database(database_url: str | None, var_dir: str | Path) -> Iterator[Session]:
+    """A transaction on intake's database (its SQLite file or PostgreSQL schema) from
+    outside the service: the command line, the demo set-up. Tables are made if missing."""
+    from shared.db import create_tables, make_engine, service_database_url
+
+    engine = make_engine(service_database_url("intake", database_url, var_dir),
+                         schema="intake", pool_size=1)
+    try:
+        create_tables(engine, Base.metadata)
+        with Session(engine) as s, s.begin():
+            yield s
+    finally:
+        engine.dispose()
 
 
 def key_view(row: Any) -> dict[str, Any]:

@@ -15,14 +15,11 @@ new while receivers rotate), else a secret generated once into
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import importlib
 import json
 import logging
-import os
 import secrets as _random
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -30,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from shared.privacy import mask_phone, mask_text
+from shared.private_files import read_or_create, readable_by_others
 from shared.signing import DELIVERY_HEADER, SIGNATURE_HEADER, signed_headers
 
 from .feedback import SENT_OK, Outcome, http_outcome
@@ -146,26 +144,14 @@ def webhook_secrets(configured: str | Iterable[str] | None,
 
 
 def _key_file(path: Path) -> bytes:
-    """The secret kept in ``path`` (its stripped text, as UTF-8), made once: written to a
-    private temporary file and linked into place, so two instances starting together end
-    up with the same secret and neither reads a half-written one."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".webhook-key-")  # mode 0600
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(_random.token_hex(32) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            with contextlib.suppress(FileExistsError):  # another instance made it first
-                os.link(tmp, path)
-        finally:
-            os.unlink(tmp)
+    """The secret kept in ``path``, made once (``shared.private_files.read_or_create``)."""
+    existed = path.exists()
+    key = read_or_create(path, lambda: _random.token_hex(32)).encode()
+    if not existed:
         log.info("webhook signing secret created", extra={"path": str(path)})
-    if path.stat().st_mode & 0o077:
+    if readable_by_others(path):
         log.warning("webhook secret file readable by others; set it to 0600",
                     extra={"path": str(path)})
-    key = path.read_text().strip().encode()
     if not key:
         raise ValueError(f"{path} is empty: delete it to make a new webhook secret")
     return key
