@@ -194,6 +194,17 @@ class GridRegistry:
     def nodes(self) -> Iterator[GridNode]:
         return self._walk(self.root)
 
+    def path_codes(self, code: str) -> list[str]:
+        """Codes from the root down to the node ``code`` (a building's: down to its cell;
+        an unknown code: itself alone, inside nothing)."""
+        node = self.get(code)
+        if node is None:
+            try:
+                node = self.cell_for_code(code)[0]
+            except GridError:
+                return [code]
+        return [n.code for n in node.path()]
+
     @property
     def cells(self) -> list[GridNode]:
         return list(self._cells)

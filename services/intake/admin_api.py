@@ -3,10 +3,13 @@ Mixed into ``IntakeService``; the SQL is in ``keys``, the rules in ``shared.acce
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from nameko.rpc import rpc
 from werkzeug.wrappers import Request
 
+from shared import access
 from shared.clock import utcnow
 from shared.extensions.http import NotFound, json_http, read_json
 
@@ -19,11 +22,38 @@ if TYPE_CHECKING:
     from shared.reference import ReferenceData
 
 
+class KeyRefused(Exception):
+    """An RPC caller's key is not good: ``str()`` says why."""
+
+
 class AdminApi:
     db: StoreAccess
     ref: ReferenceData
     if TYPE_CHECKING:
         access: Principal | None
+
+    # -- for the monitor: operators sign in there with their keys ------------------------
+    @rpc(expected_exceptions=KeyRefused)
+    def authenticate(self, token: str) -> dict[str, Any]:
+        """Who a key is (``{"key_id", "client", "role", "grid", "department"}``), or
+        KeyRefused with the reason (unknown, wrong secret, revoked)."""
+        try:
+            key_id, secret = access.parse_key(token if isinstance(token, str) else "")
+        except access.AccessDenied as exc:
+            raise KeyRefused(exc.reason) from exc
+        with self.db.read() as s:
+            stored = keys.lookup(s, key_id)
+        if stored is None or not access.secret_matches(secret, stored.secret_hash):
+            raise KeyRefused("unknown API key, or a wrong secret")
+        if stored.revoked:
+            raise KeyRefused(f"API key {key_id} was revoked")
+        return dataclasses.asdict(stored.principal)
+
+    @rpc
+    def key_active(self, key_id: str) -> bool:
+        with self.db.read() as s:
+            stored = keys.lookup(s, str(key_id)[:16])
+        return stored is not None and not stored.revoked
 
     @json_http("POST", "/api/v1/keys", action="keys.manage")
     def issue_key(self, request: Request) -> tuple[int, dict[str, Any]]:

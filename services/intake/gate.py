@@ -104,24 +104,13 @@ def _entry(request: Request, p: Principal, entrypoint: str, outcome: str,
 
 
 # -- scope checks in the handlers ---------------------------------------------------------
-def path_of(grid: GridRegistry, code: str) -> list[str]:
-    """Codes from the root down to the node ``code`` (a building's: down to its cell)."""
-    node = grid.get(code)
-    if node is None:
-        try:
-            node = grid.cell_for_code(code)[0]
-        except Exception:
-            return [code]
-    return [n.code for n in node.path()]
-
-
 def narrowed_grid(p: Principal, grid: GridRegistry, requested: str | None) -> str | None:
     """The grid filter a scoped key may use: its own subtree when it asked for none."""
     if p.grid is None or p.role not in (access.PATROL_APP, access.OPERATOR):
         return requested
     if requested is None:
         return p.grid
-    access.in_grid(p, path_of(grid, requested), f"grid {requested}")
+    access.in_grid(p, grid.path_codes(requested), f"grid {requested}")
     return requested
 
 

@@ -27,7 +27,6 @@ from shared.responses import RESPONSE_PREFIX, decode_response
 from . import bodies, keys, views
 from .access import load
 from .cases import Case, Task, TransitionError
-from .gate import path_of
 from .model import above, who
 from .store import assignments, tasks
 
@@ -182,7 +181,7 @@ class LoopApi:
             if "assignee" not in q:
                 raise access.forbidden(f"this key sees the tasks of grid {p.grid}: give "
                                        "?assignee=<a cell code in it>")
-            access.in_grid(p, path_of(self.ref.grid, q["assignee"]), f"cell {q['assignee']}")
+            access.in_grid(p, self.ref.grid.path_codes(q["assignee"]), f"cell {q['assignee']}")
         query = select(Task)
         for column in ("assignee", "state", "kind"):
             if column in q:

@@ -44,7 +44,7 @@ from .access import load, load_many, optional_json
 from .admin_api import AdminApi
 from .cases import Case, CaseState, Extension, TransitionError
 from .duplicates import Candidate, nearest, place_of
-from .gate import ApiKeyGate, narrowed_department, narrowed_grid, path_of
+from .gate import ApiKeyGate, narrowed_department, narrowed_grid
 from .loop_api import LoopApi
 from .measures import (
     DEFAULT_TOP,
@@ -98,7 +98,7 @@ class IntakeService(LoopApi, AdminApi, Observed):
         summary = reports.summarise(body, self.ref, now)
         cell = summary["location"]["grid_code"]
         if self.access is not None:
-            access.in_grid(self.access, path_of(self.ref.grid, cell), f"the report's cell {cell}")
+            access.in_grid(self.access, self.ref.grid.path_codes(cell), f"the report's cell {cell}")
         fingerprint = reports.body_fingerprint(raw)
         try:
             return self._register(body, summary, fingerprint, now)
@@ -522,12 +522,12 @@ class IntakeService(LoopApi, AdminApi, Observed):
         p = self.access
         if p is None:  # not an HTTP request
             return
-        access.on_case(p, path_of(self.ref.grid, case.grid_code),
+        access.on_case(p, self.ref.grid.path_codes(case.grid_code),
                        [a.department for a in case.assignments], case.case_id)
         if department is not None:
             access.for_department(p, department)
         if by is not None:
-            access.speaks_for(p, path_of(self.ref.grid, by["code"]), by["code"])
+            access.speaks_for(p, self.ref.grid.path_codes(by["code"]), by["code"])
 
     def _shown(self, view: dict[str, Any]) -> dict[str, Any]:
         """Reporters' names and phones only for the roles that need them."""

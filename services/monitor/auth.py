@@ -1,12 +1,20 @@
-"""Operators' passwords and sessions: scrypt hashes and HMAC-signed session tokens."""
+"""Operators' passwords and sessions: scrypt hashes and HMAC-signed session tokens.
+
+A session is an operator signed in with a password (``GRIDFLOW_MONITOR_USERS``: the whole
+district) or with an operator's or admin's API key (intake's ``authenticate`` over RPC):
+then it carries the key's id, role and grid scope (``shared.access``)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import json
 import secrets
 import time
+from dataclasses import dataclass
+
+from shared.access import ADMIN, OPERATOR, Principal
 
 SESSION_HOURS = 12
 _N, _R, _P = 2**14, 8, 1
@@ -65,3 +73,42 @@ def parse_users(spec: str) -> dict[str, str]:
         if sep and name and password:
             users[name] = password
     return users
+
+
+@dataclass(frozen=True)
+class Session:
+    name: str
+    role: str = OPERATOR
+    key_id: str | None = None
+    grid: str | None = None  # a grid node's code; None: the whole district
+
+    def encode(self) -> str:
+        return json.dumps([self.name, self.role, self.key_id, self.grid], ensure_ascii=False)
+
+    @classmethod
+    def decode(cls, text: str) -> Session | None:
+        try:
+            name, role, key_id, grid = json.loads(text)
+        except (ValueError, TypeError):
+            return None
+        if role not in (OPERATOR, ADMIN) or not isinstance(name, str):
+            return None
+        return cls(name, role, key_id, grid)
+
+    @property
+    def label(self) -> str:
+        """Who, as the audit log names them."""
+        return self.name if self.key_id is None else f"{self.name} [key {self.key_id}]"
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(self.key_id or "", self.name, self.role, self.grid)
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"operator": self.name, "role": self.role, "key_id": self.key_id,
+                "grid": self.grid}
+
+
+def session_of(secret: bytes, token: str | None, now: float | None = None) -> Session | None:
+    encoded = operator_of(secret, token, now)
+    return None if encoded is None else Session.decode(encoded)

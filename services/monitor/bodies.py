@@ -21,8 +21,20 @@ class _Query(Schema):
 
 
 class LoginBody(Schema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    password = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    """A name and password, or an operator's (or admin's) API key."""
+
+    name = fields.String(validate=validate.Length(min=1, max=64))
+    password = fields.String(validate=validate.Length(min=1, max=200))
+    key = fields.String(validate=validate.Length(min=1, max=200))
+
+    @validates_schema
+    def _one_way(self, data: dict[str, Any], **_: Any) -> None:
+        if "key" in data:
+            if "name" in data or "password" in data:
+                raise ValidationError("give a name and password, or a key", "key")
+        elif "name" not in data or "password" not in data:
+            missing = "name" if "name" not in data else "password"
+            raise ValidationError("Missing data for required field.", missing)
 
 
 class Page(_Query):

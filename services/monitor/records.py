@@ -118,10 +118,14 @@ def letter(session: Session, letter_id: int) -> DeadLetterRow | None:
 
 
 def parked(session: Session, ids: list[int] | None, queue: str | None,
-           limit: int, skip: Iterable[int] = ()) -> list[DeadLetterRow]:
-    """Parked letters by id (or all of them, optionally of one queue), but those in
-    ``skip``, locked for a decision where the database can."""
+           limit: int, skip: Iterable[int] = (),
+           within: Iterable[str] | None = None) -> list[DeadLetterRow]:
+    """Parked letters by id (or all of them, optionally of one queue, and only of the
+    queues ``within`` when given), but those in ``skip``, locked for a decision where the
+    database can."""
     q = _filtered(dl.PARKED, queue)
+    if within is not None:
+        q = q.where(DeadLetterRow.queue.in_(list(within)))
     if ids is not None:
         q = q.where(DeadLetterRow.id.in_(ids))
     if skip := list(skip):
@@ -139,6 +143,12 @@ def decide(session: Session, row: DeadLetterRow, state: str, *, by: str, at: dat
     audit(session, at=at, operator=by, action={dl.REPLAYED: "replay",
                                                dl.DISCARDED: "discard"}[state],
           target=f"dead_letter:{row.id}", detail=detail, remote_addr=remote_addr)
+
+
+def queues_of(session: Session, ids: Iterable[int]) -> dict[int, str]:
+    """The queue each of these letters died in."""
+    return dict(session.execute(select(DeadLetterRow.id, DeadLetterRow.queue)
+                                .where(DeadLetterRow.id.in_(list(ids)))).tuples().all())
 
 
 def parked_count(session: Session) -> int:

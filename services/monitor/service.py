@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from nameko.rpc import RpcProxy
 from nameko.web.handlers import http
 from werkzeug.wrappers import Request, Response
 
-from shared import metrics
+from shared import access, metrics
 from shared.amqp import topology
 from shared.amqp.publisher import OutgoingMessage
 from shared.clock import utcnow
@@ -81,6 +82,9 @@ class Console(DependencyProvider):
         self.seeded = False
         self.secure_cookie = str(setting(config, "GRIDFLOW_MONITOR_SECURE_COOKIE", "")) in (
             "1", "true", "yes")
+        # a key session asks intake whether its key still stands at most this often
+        self.key_check_s = float(setting(config, "GRIDFLOW_MONITOR_KEY_CHECK_S", 30.0))
+        self.key_checks: dict[str, tuple[float, bool]] = {}
 
     @staticmethod
     def _secret(configured: str | None, var_dir: Path) -> bytes:
@@ -188,15 +192,43 @@ class MonitorService(Observed):
             metrics.DEAD_LETTERS_PARKED.labels(self.name).set(records.parked_count(s))
 
     # -- operators ---------------------------------------------------------------------------
-    def _operator(self, request: Request) -> str:
-        who = auth.operator_of(self.console.secret, request.cookies.get(COOKIE))
+    def _operator(self, request: Request) -> auth.Session:
+        who = auth.session_of(self.console.secret, request.cookies.get(COOKIE))
         if who is None:
             raise ApiError({"_auth": ["log in first (POST /api/login)"]}, status=401)
+        if who.key_id is not None and not self._key_stands(who.key_id):
+            raise ApiError({"_auth": [f"API key {who.key_id} was revoked; log in again"]},
+                           status=401)
         return who
+
+    def _key_stands(self, key_id: str) -> bool:
+        """Whether intake still knows the key unrevoked (asked at most every
+        GRIDFLOW_MONITOR_KEY_CHECK_S; while intake does not answer, the last answer)."""
+        checks = self.console.key_checks
+        at, ok = checks.get(key_id, (0.0, True))
+        if time.monotonic() - at >= self.console.key_check_s:
+            try:
+                with eventlet.Timeout(RPC_TIMEOUT_S):
+                    ok = bool(self.intake.key_active(key_id))
+            except (eventlet.Timeout, *BROKER_ERRORS) as exc:
+                log.warning("cannot check an operator's key", extra={"error": repr(exc)})
+            checks[key_id] = (time.monotonic(), ok)
+        return ok
 
     @json_http("POST", "/api/login")
     def login(self, request: Request) -> Response:
+        """A name and password (GRIDFLOW_MONITOR_USERS), or an operator's or admin's key."""
         body = bodies.LoginBody().load(read_json(request))
+        remote = request.remote_addr or ""
+        who = (self._by_key(body["key"], remote) if "key" in body
+               else self._by_password(body, remote))
+        response = json_response(who.as_dict())  # a name JSON must escape too
+        response.set_cookie(COOKIE, auth.issue_token(self.console.secret, who.encode()),
+                            max_age=auth.SESSION_HOURS * 3600, httponly=True, samesite="Strict",
+                            secure=self.console.secure_cookie)
+        return response
+
+    def _by_password(self, body: dict[str, Any], remote: str) -> auth.Session:
         now = self.clock.now()
         with self.db.transaction() as tx:
             if not self.console.seeded:
@@ -204,16 +236,72 @@ class MonitorService(Observed):
                 self.console.seeded = True
             stored = records.password_hash(tx.session, body["name"])
             ok = stored is not None and auth.check_password(body["password"], stored)
-            records.audit(tx.session, at=utcnow(), operator=body["name"],
-                          action="login" if ok else "login_failed", target="monitor",
-                          detail={}, remote_addr=request.remote_addr or "")
+            self._audit_login(tx, body["name"], ok, {}, remote)
         if not ok:
             raise ApiError({"_auth": ["unknown operator or wrong password"]}, status=401)
-        response = json_response({"operator": body["name"]})  # a name JSON must escape too
-        response.set_cookie(COOKIE, auth.issue_token(self.console.secret, body["name"]),
-                            max_age=auth.SESSION_HOURS * 3600, httponly=True, samesite="Strict",
-                            secure=self.console.secure_cookie)
-        return response
+        return auth.Session(body["name"])
+
+    def _by_key(self, token: str, remote: str) -> auth.Session:
+        try:
+            found = self._ask("intake", "authenticate", token=token)
+        except RemoteError as exc:
+            if exc.exc_type != "KeyRefused":
+                raise
+            with self.db.transaction() as tx:
+                self._audit_login(tx, "(a key)", False, {"reason": str(exc.value)}, remote)
+            raise ApiError({"_auth": [str(exc.value)]}, status=401) from exc
+        who = auth.Session(found["client"], found["role"], found["key_id"], found["grid"])
+        allowed = found["role"] in (access.OPERATOR, access.ADMIN)
+        with self.db.transaction() as tx:
+            self._audit_login(tx, found["client"], allowed,
+                              {"key_id": found["key_id"], "role": found["role"]}, remote)
+        if not allowed:
+            raise ApiError({"_auth": [f"the monitor is for operators and admins, not a "
+                                      f"{found['role']} key"]}, status=403)
+        self.console.key_checks[who.key_id or ""] = (time.monotonic(), True)
+        return who
+
+    @staticmethod
+    def _audit_login(tx: Any, name: str, ok: bool, detail: dict[str, Any], remote: str) -> None:
+        records.audit(tx.session, at=utcnow(), operator=name,
+                      action="login" if ok else "login_failed", target="monitor",
+                      detail=detail, remote_addr=remote)
+
+    # -- what a scoped operator may see and do (shared.access) ----------------------------
+    def _grid_filter(self, who: auth.Session, q: dict[str, Any]) -> dict[str, Any]:
+        """Its own subtree when it asked for none; 403 outside it."""
+        if who.grid is None:
+            return q
+        if q.get("grid") is None:
+            return {**q, "grid": who.grid}
+        access.in_grid(who.principal, self.ref.grid.path_codes(q["grid"]), f"grid {q['grid']}")
+        return q
+
+    def _letter_queues(self, who: auth.Session) -> list[str] | None:
+        """The dead-letter queues an operator's tiers cover (None: all): a scoped operator
+        replays and discards only what its own tier queues and those below it lost."""
+        if who.grid is None:
+            return None
+        node = self.ref.grid.get(who.grid)
+        levels = self.ref.grid.levels
+        own = levels.depth(node.level) if node is not None else len(levels.names)
+        return [topology.tier_queue(t) for t in levels.tiers() if levels.depth(t) >= own]
+
+    def _may_decide(self, who: auth.Session, session: Any, body: dict[str, Any]) -> \
+            list[str] | None:
+        within = self._letter_queues(who)
+        if within is None:
+            return None
+        if body.get("queue") and body["queue"] not in within:
+            raise access.forbidden(f"queue {body['queue']} is not one of this key's tiers "
+                                   f"({', '.join(within)})")
+        if body.get("ids"):
+            outside = sorted(i for i, q in records.queues_of(session, body["ids"]).items()
+                             if q not in within)
+            if outside:
+                raise access.forbidden(f"dead letters {outside} are not from this key's tiers "
+                                       f"({', '.join(within)})")
+        return within
 
     @json_http("POST", "/api/logout")
     def logout(self, request: Request) -> Response:
@@ -223,7 +311,7 @@ class MonitorService(Observed):
 
     @json_http("GET", "/api/me")
     def me(self, request: Request) -> dict[str, Any]:
-        return {"operator": self._operator(request)}
+        return self._operator(request).as_dict()
 
     # -- queues and services -----------------------------------------------------------------
     @json_http("GET", "/api/queues")
@@ -265,15 +353,18 @@ class MonitorService(Observed):
         """Publish the chosen parked letters back into the queues they died in, a batch at a
         time with pipelined confirms, then mark the confirmed ones replayed (one audit entry
         each); the refused ones stay parked and are named with the broker's reason."""
-        who = self._operator(request)
+        session = self._operator(request)
+        who = session.label
         body = bodies.ReplayBody().load(read_json(request))
+        with self.db.read() as s:
+            within = self._may_decide(session, s, body)
         ids, addr = body.get("ids"), request.remote_addr or ""
         replayed: list[int] = []
         failed: dict[int, str] = {}
         while True:
             with self.db.transaction() as tx:
                 rows = records.parked(tx.session, ids, body.get("queue"), REPLAY_BATCH,
-                                      skip=failed)
+                                      skip=failed, within=within)
                 if not rows:
                     break
                 now = utcnow()
@@ -296,10 +387,13 @@ class MonitorService(Observed):
 
     @json_http("POST", "/api/dead-letters/discard")
     def discard(self, request: Request) -> dict[str, Any]:
-        who = self._operator(request)
+        session = self._operator(request)
+        who = session.label
         body = bodies.DiscardBody().load(read_json(request))
         with self.db.transaction() as tx:
-            rows = records.parked(tx.session, body.get("ids"), body.get("queue"), 100_000)
+            within = self._may_decide(session, tx.session, body)
+            rows = records.parked(tx.session, body.get("ids"), body.get("queue"), 100_000,
+                                  within=within)
             now = utcnow()
             for row in rows:
                 records.decide(tx.session, row, dl.DISCARDED, by=who, at=now,
@@ -330,35 +424,37 @@ class MonitorService(Observed):
 
     @json_http("GET", "/api/funnel")
     def funnel(self, request: Request) -> Any:
-        self._operator(request)
-        q = bodies.StatsQuery().load(request.args.to_dict())
+        who = self._operator(request)
+        q = self._grid_filter(who, bodies.StatsQuery().load(request.args.to_dict()))
         return self._ask("intake", "funnel", **bodies.rpc_filters(q))
 
     @json_http("GET", "/api/measures")
     def measures(self, request: Request) -> Any:
-        self._operator(request)
-        q = bodies.MeasuresQuery().load(request.args.to_dict())
+        who = self._operator(request)
+        q = self._grid_filter(who, bodies.MeasuresQuery().load(request.args.to_dict()))
         return self._ask("intake", "measures", **bodies.rpc_filters(q))
 
     @json_http("GET", "/api/cases")
     def cases(self, request: Request) -> Any:
-        self._operator(request)
-        q = bodies.CasesQuery().load(request.args.to_dict())
+        who = self._operator(request)
+        q = self._grid_filter(who, bodies.CasesQuery().load(request.args.to_dict()))
         return self._ask("intake", "cases", **bodies.rpc_filters(q))
 
     @json_http("GET", "/api/cases/<case_id>")
     def case(self, request: Request, case_id: str) -> Any:
-        self._operator(request)
+        who = self._operator(request)
         found = self._ask("intake", "case", case_id=case_id)
         if found is None:
             raise NotFound({"case_id": [f"no case {case_id}"]})
+        access.in_grid(who.principal, self.ref.grid.path_codes(found["grid_code"]),
+                       f"case {case_id}")
         ledger = self._ask("escalation", "ledger", case_id=case_id, per_page=200)
         return {**found, "supervision": ledger["items"]}
 
     @json_http("GET", "/api/ledger")
     def ledger(self, request: Request) -> Any:
-        self._operator(request)
-        q = bodies.LedgerQuery().load(request.args.to_dict())
+        who = self._operator(request)
+        q = self._grid_filter(who, bodies.LedgerQuery().load(request.args.to_dict()))
         return self._ask("escalation", "ledger", **q)
 
     @json_http("GET", "/api/reference")

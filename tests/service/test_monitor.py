@@ -85,7 +85,8 @@ def test_every_api_needs_a_logged_in_operator(run_services, service_config):
         r = anonymous.post("/api/login", json={"name": "operator"})
         assert r.status_code == 422 and "password" in r.json()["errors"]
         assert anonymous.login().status_code == 200
-        assert anonymous.get("/api/me").json() == {"operator": "operator"}
+        assert anonymous.get("/api/me").json() == {"operator": "operator", "role": "operator",
+                                                   "key_id": None, "grid": None}
         actions = [a["action"] for a in anonymous.get("/api/audit").json()["items"]]
         assert actions[:2] == ["login", "login_failed"]
         anonymous.post("/api/logout")

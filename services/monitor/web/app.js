@@ -50,10 +50,16 @@ function showLogin() {
 $("#login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   $("#login-error").textContent = "";
+  const key = $("#login-key").value.trim();
   const resp = await fetch("/api/login", {method: "POST", credentials: "same-origin",
     headers: {"content-type": "application/json"},
-    body: JSON.stringify({name: $("#login-name").value, password: $("#login-password").value})});
-  if (!resp.ok) { $("#login-error").textContent = "Unknown operator or wrong password."; return; }
+    body: JSON.stringify(key ? {key}
+      : {name: $("#login-name").value, password: $("#login-password").value})});
+  if (!resp.ok) {
+    const why = await resp.json().catch(() => ({}));
+    $("#login-error").textContent = ((why.errors || {})._auth || ["Unknown operator or wrong password."])[0];
+    return;
+  }
   start();
 });
 $("#logout").addEventListener("click", async () => { await post("/api/logout", {}); showLogin(); });
@@ -339,7 +345,7 @@ async function start() {
     const me = await api("/api/me");
     const ref = await api("/api/reference");
     state.departments = ref.departments;
-    $("#operator").textContent = me.operator;
+    $("#operator").textContent = me.grid ? `${me.operator} (${me.grid})` : me.operator;
   } catch (e) { if (e.message !== "not logged in") showError(e); return; }
   $("#login").hidden = true; $("#tabs").hidden = false; $("#who").hidden = false;
   route();
