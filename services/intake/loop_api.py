@@ -15,7 +15,7 @@ from werkzeug.wrappers import Request
 
 from shared import access
 from shared.access import Principal
-from shared.amqp.topology import RESPONSES_QUEUE
+from shared.amqp.topology import H_ROUTING_KEY, RESPONSES_QUEUE
 from shared.clock import utcnow
 from shared.config import Settings
 from shared.events import Event
@@ -50,10 +50,16 @@ DEPARTMENT_ACTIONS: dict[str, Callable[[Case, str, dict[str, Any], Any], None]] 
 
 
 def decode_amqp_response(message: Any) -> Event:
-    """A kombu message on ``gridflow.responses`` as a ``response.<action>`` event."""
+    """A kombu message on ``gridflow.responses`` as a ``response.<action>`` event.
+
+    A retried or replayed response comes back through the default exchange (routing key:
+    the queue's name), which no department may publish to: its department and action are
+    then the ones it was first published with (``x-gridflow-original-routing-key``)."""
     props = message.properties or {}
-    return decode_response(message.body, (message.delivery_info or {}).get("routing_key", ""),
-                           props.get("message_id"))
+    key = (message.delivery_info or {}).get("routing_key", "")
+    if key == RESPONSES_QUEUE:
+        key = str((message.headers or {}).get(H_ROUTING_KEY, key))
+    return decode_response(message.body, key, props.get("message_id"))
 
 
 def _audit_response(session: Session, ev: Event) -> None:

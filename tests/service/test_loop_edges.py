@@ -17,6 +17,7 @@ from nameko.testing.services import entrypoint_hook
 from services.escalation.service import EscalationService
 from services.intake.duplicates import centroid
 from services.intake.service import IntakeService
+from services.monitor.deadletters import DEATH_HEADERS
 from services.notify.service import NotifyService
 from services.routing.service import RoutingService
 from shared.amqp import topology as topo
@@ -169,6 +170,30 @@ def test_refused_amqp_answers_are_dead_lettered_with_the_reason_and_change_nothi
     case = case_view(api, case_id)
     assert case["state"] == "dispatched"
     assert [t["kind"] for t in case["timeline"]][-1] == "dispatched"
+
+
+def test_a_dead_lettered_answer_replayed_as_the_monitor_does_keeps_its_department(
+    system: dict, api: Any, rabbit_config: dict
+) -> None:
+    """A replay (or a retry) comes back by the default exchange, routing key
+    ``gridflow.responses``: the answer's department and action are its first routing key's."""
+    amqp = rabbit_config["AMQP_URI"]
+    case_id = _new(api, "amqp-2", "E0101")
+    with kombu.Connection(amqp) as conn:  # resolve before reporting in: refused
+        conn.Producer().publish(json.dumps({"case_id": case_id, "note": "已清运"}),
+                                exchange=topo.RESPONSES_EXCHANGE,
+                                routing_key="sanitation.resolve", message_id="resolve-1",
+                                content_type="application/json", delivery_mode=2)
+    (dead,) = wait_for(lambda: get_messages(amqp, "gridflow.responses.dlq"), what="refused")
+    assert dead.headers[topo.H_ROUTING_KEY] == "sanitation.resolve"
+    assert api.post(f"/api/v1/cases/{case_id}/assignments/sanitation/ack",
+                    json={}).status_code == 200
+    replay = {k: v for k, v in dead.headers.items() if k not in DEATH_HEADERS}
+    with kombu.Connection(amqp) as conn:
+        conn.Producer().publish(dead.body, exchange="", routing_key="gridflow.responses",
+                                headers=replay, message_id="resolve-1",
+                                content_type="application/json", delivery_mode=2)
+    _until(api, case_id, "resolved by the replayed answer", lambda c: c["state"] == "resolved")
 
 
 # -- duplicates -----------------------------------------------------------------------------------
