@@ -132,6 +132,18 @@ def issue_key(database_url: str | None, var_dir: str | Path, role: str = "admin"
     return token
 
 
+class BaseUrlSession(requests.Session):
+    """A requests session whose URLs are paths under ``base``, with a 10 s timeout."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__()
+        self.base = base
+
+    def request(self, method: str, url: str, *a: Any, **kw: Any) -> requests.Response:
+        kw.setdefault("timeout", 10)
+        return super().request(method, self.base + url, *a, **kw)
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

@@ -16,21 +16,13 @@ from nameko.testing.utils import find_free_port
 
 from services.monitor.service import MonitorService
 from services.routing.service import RoutingService
-from support import wait_for
+from support import BaseUrlSession, wait_for
 
 FAST = {"GRIDFLOW_MONITOR_COLLECT_S": 0.2, "GRIDFLOW_MONITOR_SAMPLE_S": 0.3,
         "GRIDFLOW_HEARTBEAT_S": 0.3, "GRIDFLOW_MONITOR_PASSWORD": "night-shift"}
 
 
-class Console(requests.Session):
-    def __init__(self, base: str) -> None:
-        super().__init__()
-        self.base = base
-
-    def request(self, method: str, url: str, *a: Any, **kw: Any) -> requests.Response:
-        kw.setdefault("timeout", 10)
-        return super().request(method, self.base + url, *a, **kw)
-
+class Console(BaseUrlSession):
     def login(self, password: str = "night-shift") -> requests.Response:
         return self.post("/api/login", json={"name": "operator", "password": password})
 

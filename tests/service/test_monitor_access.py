@@ -15,6 +15,7 @@ from services.escalation.service import EscalationService
 from services.intake.service import IntakeService
 from services.monitor.service import MonitorService
 from services.routing.service import RoutingService
+from support import BaseUrlSession as Page
 from support import report, wait_for
 
 FAST = {"GRIDFLOW_MONITOR_COLLECT_S": 0.2, "GRIDFLOW_MONITOR_SAMPLE_S": 0.3,
@@ -22,16 +23,6 @@ FAST = {"GRIDFLOW_MONITOR_COLLECT_S": 0.2, "GRIDFLOW_MONITOR_SAMPLE_S": 0.3,
 COMMUNITY = "511802001001"
 AREA = "5118020010011"
 OTHER_CELL = "511802001001201"
-
-
-class Page(requests.Session):
-    def __init__(self, base: str) -> None:
-        super().__init__()
-        self.base = base
-
-    def request(self, method: str, url: str, *a: Any, **kw: Any) -> requests.Response:
-        kw.setdefault("timeout", 10)
-        return super().request(method, self.base + url, *a, **kw)
 
 
 @pytest.fixture
