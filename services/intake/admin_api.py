@@ -13,7 +13,7 @@ from shared import access
 from shared.clock import utcnow
 from shared.extensions.http import NotFound, json_http, read_json
 
-from . import bodies, keys
+from . import answers, bodies, keys
 from .gate import GATE
 
 if TYPE_CHECKING:
@@ -55,7 +55,8 @@ class AdminApi:
             stored = keys.lookup(s, str(key_id)[:16])
         return stored is not None and not stored.revoked
 
-    @json_http("POST", "/api/v1/keys", action="keys.manage")
+    @json_http("POST", "/api/v1/keys", action="keys.manage", body=bodies.IssueKeyBody,
+               responses={201: answers.KeyIssued}, summary="Issue an API key")
     def issue_key(self, request: Request) -> tuple[int, dict[str, Any]]:
         """A new key; its token is in this answer only (intake keeps a hash)."""
         body = bodies.IssueKeyBody().load(read_json(request))
@@ -65,22 +66,25 @@ class AdminApi:
             listing, token = keys.issue(tx.session, **body, by=self._by(), now=utcnow())
         return 201, {"key": listing, "token": token}
 
-    @json_http("GET", "/api/v1/keys", action="keys.manage")
+    @json_http("GET", "/api/v1/keys", action="keys.manage", query=bodies.KeyListQuery,
+               responses={200: answers.KeyList}, summary="List the API keys")
     def list_keys(self, request: Request) -> dict[str, Any]:
         q = bodies.KeyListQuery().load(request.args.to_dict())
         with self.db.read() as s:
             return {"keys": keys.list_keys(s, include_revoked=q["revoked"])}
 
-    @json_http("POST", "/api/v1/keys/<key_id>/revoke", action="keys.manage")
+    @json_http("POST", "/api/v1/keys/<key_id>/revoke", action="keys.manage",
+               responses={200: answers.KeyAnswer}, summary="Revoke an API key")
     def revoke_key(self, request: Request, key_id: str) -> dict[str, Any]:
         with self.db.transaction() as tx:
             listing = keys.revoke(tx.session, key_id, by=self._by(), now=utcnow())
-        if listing is None:
-            raise NotFound({"key_id": [f"no key {key_id}"]})
+            if listing is None:  # inside: rolled back, so no audit entry says it was done
+                raise NotFound({"key_id": [f"no key {key_id}"]})
         request.environ[GATE].forget(key_id)  # other instances: within GRIDFLOW_KEY_CACHE_S
         return {"key": listing}
 
-    @json_http("GET", "/api/v1/audit", action="audit.read")
+    @json_http("GET", "/api/v1/audit", action="audit.read", query=bodies.AuditQuery,
+               summary="The audit log, newest first")
     def audit(self, request: Request) -> dict[str, Any]:
         """Who did what, when and from where: newest first, filtered."""
         q = bodies.AuditQuery().load(request.args.to_dict())

@@ -4,14 +4,17 @@ state-changing requests, and the scope checks the handlers make once they know t
 Keys are looked up by id and cached for ``GRIDFLOW_KEY_CACHE_S`` (10 s): a key revoked
 through this instance stops at once, through another (or the command line) within that
 time. ``GRIDFLOW_RATE_LIMIT_PER_MIN`` (600) is the rate of a key that names none.
+``FormKey`` puts the same gate in a worker, for a key sent in the body (Open311's api_key).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from nameko.extensions import DependencyProvider
 from werkzeug.wrappers import Request
 
 from shared import access
@@ -56,6 +59,11 @@ class ApiKeyGate(Authenticator):
     def authenticate(self, request: Request, action: str, entrypoint: str) -> Principal:
         token = access.token_from(request.headers.get("Authorization"),
                                   request.headers.get("X-Api-Key"))
+        return self.admit(request, token, action, entrypoint)
+
+    def admit(self, request: Request, token: str, action: str, entrypoint: str) -> Principal:
+        """The key ``token`` may take ``action``: who it is, or AccessDenied (401, 403,
+        429). A state-changing request gets its audit writer."""
         key_id, secret = access.parse_key(token)
         stored = self._stored(key_id)
         if stored is None or not access.secret_matches(secret, stored.secret_hash):
@@ -88,6 +96,39 @@ class ApiKeyGate(Authenticator):
                                         exc.reason))
         except Exception as err:  # the refusal stands; its record is best effort
             log.error("could not record a refusal", extra={"error": repr(err)})
+
+
+class FormKey(DependencyProvider):
+    """A key a request carries in its body — Open311's ``api_key`` form field — rather than
+    its headers, for a ``public`` route whose handler reads the body first: the worker
+    gets a ``KeyCheck`` that asks the service's ``ApiKeyGate`` as the HTTP handler would
+    (unknown or revoked key, role, rate, the audit writer) and records a 403 of a known
+    key as the handler does."""
+
+    def setup(self) -> None:
+        self.gate = next(d for d in self.container.dependencies if isinstance(d, ApiKeyGate))
+
+    def get_dependency(self, worker_ctx: Any) -> KeyCheck:
+        return KeyCheck(self.gate, worker_ctx.entrypoint.method_name)
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    gate: ApiKeyGate
+    entrypoint: str
+
+    def admit(self, request: Request, token: str, action: str) -> Principal:
+        try:
+            return self.gate.admit(request, token, action, self.entrypoint)
+        except AccessDenied as exc:
+            self.refused(request, exc)
+            raise
+
+    def refused(self, request: Request, exc: AccessDenied) -> None:
+        """A refusal the handler makes once it knows more (the report's cell is outside
+        the key's grid): a 403 of a known key is recorded."""
+        if exc.status == 403:
+            self.gate.refused(request, exc, self.entrypoint)
 
 
 def _entry(request: Request, p: Principal, entrypoint: str, outcome: str,

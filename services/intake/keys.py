@@ -46,13 +46,17 @@ def database(database_url: str | None, var_dir: str | Path) -> Iterator[Session]
         engine.dispose()
 
 
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
+
+
 def key_view(row: Any) -> dict[str, Any]:
     """A key as listed: everything but the secret's hash."""
     return {
         "key_id": row.key_id, "client": row.client, "role": row.role, "grid": row.grid,
         "department": row.department, "rate_per_min": row.rate_per_min, "note": row.note,
-        "created_at": row.created_at, "created_by": row.created_by,
-        "revoked_at": row.revoked_at, "revoked_by": row.revoked_by,
+        "created_at": _iso(row.created_at), "created_by": row.created_by,
+        "revoked_at": _iso(row.revoked_at), "revoked_by": row.revoked_by,
         "active": row.revoked_at is None,
     }
 
@@ -129,7 +133,7 @@ def query_audit(session: Session, *, key_id: str | None = None, actor: str | Non
     rows = session.execute(select(a).where(*conds).order_by(a.c.pk.desc())
                            .limit(per_page).offset((page - 1) * per_page))
     return {"total": total, "page": page, "per_page": per_page, "entries": [
-        {"id": r.pk, "at": r.at, "key_id": r.key_id, "actor": r.actor, "role": r.role,
+        {"id": r.pk, "at": _iso(r.at), "key_id": r.key_id, "actor": r.actor, "role": r.role,
          "action": r.action, "target": r.target, "outcome": r.outcome, "status": r.status,
          "via": r.via, "source": r.source, "route": r.route, "detail": r.detail}
         for r in rows]}

@@ -24,7 +24,7 @@ from shared.extensions.http import ApiError, NotFound, json_http, read_json
 from shared.failures import PoisonEvent
 from shared.responses import RESPONSE_PREFIX, decode_response
 
-from . import bodies, keys, views
+from . import answers, bodies, keys, views
 from .access import load
 from .cases import Case, Task, TransitionError
 from .model import above, who
@@ -99,7 +99,8 @@ class LoopApi:
 
     # -- departments answer (HTTP) ---------------------------------------------------------
     @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/progress",
-               action="assignment.respond")
+               action="assignment.respond", body=bodies.ProgressBody,
+               responses={200: answers.CaseView}, errors=(409,), summary="Progress (进展)")
     def progress(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
         """进展: a note and media, pushed to the lead department and the reporter."""
         body = bodies.ProgressBody().load(read_json(request))
@@ -107,7 +108,9 @@ class LoopApi:
             c, department, body, now), department=department)
 
     @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/return",
-               action="assignment.respond")
+               action="assignment.respond", body=bodies.ReturnBody,
+               responses={200: answers.CaseView}, errors=(409,),
+               summary="Return the assignment (退单)")
     def return_assignment(self, request: Request, case_id: str, department: str) -> dict:
         """退单: refuse the assignment with a reason code; routing finds who takes it."""
         body = bodies.ReturnBody().load(read_json(request))
@@ -126,7 +129,9 @@ class LoopApi:
             PoisonEvent, audit=_audit_response)
 
     # -- 协同 and manual dispatch ----------------------------------------------------------
-    @json_http("POST", "/api/v1/cases/<case_id>/assignments", action="assignment.request")
+    @json_http("POST", "/api/v1/cases/<case_id>/assignments", action="assignment.request",
+               body=bodies.RequestDepartmentBody, responses={202: answers.CaseView},
+               errors=(409,), summary="Ask a department to assist (协同), or dispatch by hand")
     def request_department(self, request: Request, case_id: str) -> tuple[int, dict]:
         """协同: the lead department asks another to assist; or an operator of the case's
         node dispatches a department by hand (a new lead when the case has none)."""
@@ -154,7 +159,9 @@ class LoopApi:
         return 202, self._act(case_id, act, by=body.get("by"))
 
     # -- verification, rating, follow-up ---------------------------------------------------
-    @json_http("POST", "/api/v1/cases/<case_id>/verification", action="case.verify")
+    @json_http("POST", "/api/v1/cases/<case_id>/verification", action="case.verify",
+               body=bodies.VerificationBody, responses={200: answers.CaseView},
+               errors=(409,), summary="Verify on site (核查)")
     def verification(self, request: Request, case_id: str) -> dict[str, Any]:
         """核查: the cell's grid worker passes (closing the case) or fails it (rework)."""
         body = bodies.VerificationBody().load(read_json(request))
@@ -165,7 +172,9 @@ class LoopApi:
             rating_window=timedelta(days=st.rating_window_days),
             follow_up_after=timedelta(days=st.follow_up_days)), by=body["by"])
 
-    @json_http("POST", "/api/v1/cases/<case_id>/rating", action="case.rate")
+    @json_http("POST", "/api/v1/cases/<case_id>/rating", action="case.rate",
+               body=bodies.RatingBody, responses={200: answers.CaseView}, errors=(409,),
+               summary="Rate the result (评议)")
     def rating(self, request: Request, case_id: str) -> dict[str, Any]:
         """评议: 1–5 and a comment; 2 or less, or "not fixed", reopens where allowed."""
         body = bodies.RatingBody().load(read_json(request))
@@ -178,7 +187,8 @@ class LoopApi:
 
         return self._act(case_id, act)
 
-    @json_http("GET", "/api/v1/tasks", action="task.work")
+    @json_http("GET", "/api/v1/tasks", action="task.work", query=bodies.TaskQuery,
+               responses={200: answers.TaskList}, summary="Grid workers' tasks")
     def list_tasks(self, request: Request) -> dict[str, Any]:
         """A grid worker's tasks: ``?assignee=<cell code>&state=open``."""
         q = bodies.TaskQuery().load(request.args.to_dict())
@@ -200,7 +210,9 @@ class LoopApi:
             return {"items": [views.task_view(t) for t in rows], "page": q["page"],
                     "per_page": q["per_page"], "total": total}
 
-    @json_http("POST", "/api/v1/tasks/<int:task_id>/done", action="task.work")
+    @json_http("POST", "/api/v1/tasks/<int:task_id>/done", action="task.work",
+               body=bodies.TaskDoneBody, responses={200: answers.CaseView}, errors=(409,),
+               summary="A follow-up visit (回访) done")
     def task_done(self, request: Request, task_id: int) -> dict[str, Any]:
         """回访 done: the grid worker called on the reporter again."""
         body = bodies.TaskDoneBody().load(read_json(request))
@@ -215,7 +227,8 @@ class LoopApi:
 
         return self._act(case_id, act, by=body["by"])
 
-    @json_http("GET", "/api/v1/departments/stats", action="stats.read")
+    @json_http("GET", "/api/v1/departments/stats", action="stats.read", tag="stats",
+               summary="Per department: assignments, returns and reworks")
     def department_stats(self, request: Request) -> dict[str, Any]:
         """Per department: assignments, returns (退单) and reworks (返工) counted."""
         a = assignments
@@ -234,7 +247,8 @@ class LoopApi:
         ]}
 
     # -- the public ------------------------------------------------------------------------
-    @json_http("GET", "/api/v1/public/cases/<case_id>", action="case.public")
+    @json_http("GET", "/api/v1/public/cases/<case_id>", action="case.public",
+               responses={200: answers.PublicCase}, summary="A case as anyone may see it")
     def public_case(self, request: Request, case_id: str) -> dict[str, Any]:
         """The case as anyone may see it (Open311 fields), without personal data."""
         with self.db.read() as s:

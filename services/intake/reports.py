@@ -40,6 +40,10 @@ class ReporterBody(Schema):
 
 
 class ReportBody(Schema):
+    """A report of an issue. Its place is ``grid_code`` (a cell or a building) or ``lat`` and
+    ``lng`` together; ``category`` is a minor category of ``GET /api/v1/categories``. A
+    ``report_id`` sent again with the same body is the same report."""
+
     class Meta:
         unknown = RAISE
 

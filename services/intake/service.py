@@ -13,6 +13,7 @@ from typing import Any
 import eventlet
 from marshmallow import Schema, ValidationError
 from nameko.dependency_providers import Config
+from nameko.exceptions import UnknownService
 from nameko.rpc import RpcProxy, rpc
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -39,7 +40,7 @@ from shared.grid import LEVEL_NAMES_ZH
 from shared.privacy import mask_value
 from shared.unit_of_work import UnitOfWork
 
-from . import bodies, queries, reports, views
+from . import answers, bodies, queries, reports, views
 from .access import load, load_many, optional_json
 from .admin_api import AdminApi
 from .cases import Case, CaseState, Extension, TransitionError
@@ -56,6 +57,8 @@ from .measures import (
     filters_from,
 )
 from .model import who
+from .open311_api import Open311Api
+from .openapi_api import OpenApiDocs
 from .store import Base, Inbox, Outbox, Report, cases
 
 RPC_TIMEOUT_S = 10.0
@@ -79,7 +82,7 @@ PIPELINE: dict[str, Callable[[Case, dict[str, Any]], None]] = {
 }
 
 
-class IntakeService(LoopApi, AdminApi, Observed):
+class IntakeService(LoopApi, AdminApi, Open311Api, OpenApiDocs, Observed):
     name = "intake"
 
     db = Store(Base.metadata, Outbox, Inbox)
@@ -90,7 +93,9 @@ class IntakeService(LoopApi, AdminApi, Observed):
     access: Principal | None = ApiKeyGate()  # type: ignore[assignment]  # who asks (HTTP)
 
     # -- reports ---------------------------------------------------------------------------
-    @json_http("POST", "/api/v1/reports", action="report.create")
+    @json_http("POST", "/api/v1/reports", action="report.create", body=reports.ReportBody,
+               responses={201: answers.ReportAnswer, 200: answers.ReportAnswer}, errors=(409,),
+               summary="Raise a report")
     def post_report(self, request: Request) -> tuple[int, dict[str, Any]]:
         raw = read_json(request)
         body = reports.ReportBody().load(raw)
@@ -195,7 +200,9 @@ class IntakeService(LoopApi, AdminApi, Observed):
         found = load(s, hit[0].case_id, for_update=True)
         return (found, hit[1]) if found is not None else None
 
-    @json_http("POST", "/api/v1/cases/<case_id>/unlink", action="case.operate")
+    @json_http("POST", "/api/v1/cases/<case_id>/unlink", action="case.operate",
+               body=bodies.UnlinkBody, responses={200: answers.CaseView}, errors=(409,),
+               summary="Unlink a duplicate: route it as a case of its own")
     def unlink(self, request: Request, case_id: str) -> dict[str, Any]:
         """Not a duplicate after all: the case is routed on its own, and its reporter no
         longer follows the other case."""
@@ -226,7 +233,8 @@ class IntakeService(LoopApi, AdminApi, Observed):
             return self._shown(views.case_view(case, views.timeline_of(s, case_id)))
 
     # -- what patrol apps build their forms from -------------------------------------------
-    @json_http("GET", "/api/v1/categories", action="reference.read")
+    @json_http("GET", "/api/v1/categories", action="reference.read",
+               summary="The catalogue: departments and categories", tag="reference")
     def get_categories(self, request: Request) -> dict[str, Any]:
         cat = self.ref.catalogue
         return {
@@ -235,7 +243,9 @@ class IntakeService(LoopApi, AdminApi, Observed):
             "categories": [c.as_dict() for c in cat.categories.values()],
         }
 
-    @json_http("GET", "/api/v1/grids", action="reference.read")
+    @json_http("GET", "/api/v1/grids", action="reference.read", query=bodies.GridQuery,
+               errors=(404,), summary="The grid's levels and its tree (or a subtree)",
+               tag="reference")
     def get_grids(self, request: Request) -> dict[str, Any]:
         q = bodies.GridQuery().load(request.args.to_dict())
         grid = self.ref.grid
@@ -250,7 +260,8 @@ class IntakeService(LoopApi, AdminApi, Observed):
         }
 
     # -- reading cases ---------------------------------------------------------------------
-    @json_http("GET", "/api/v1/cases/<case_id>", action="case.read")
+    @json_http("GET", "/api/v1/cases/<case_id>", action="case.read",
+               responses={200: answers.CaseView}, summary="A case with its timeline")
     def get_case(self, request: Request, case_id: str) -> dict[str, Any]:
         with self.db.read() as s:
             case = load(s, case_id)
@@ -259,7 +270,8 @@ class IntakeService(LoopApi, AdminApi, Observed):
             self._may_touch(case)
             return self._shown(views.case_view(case, views.timeline_of(s, case_id)))
 
-    @json_http("GET", "/api/v1/cases", action="case.list")
+    @json_http("GET", "/api/v1/cases", action="case.list", query=bodies.CaseListQuery,
+               responses={200: answers.CaseList}, summary="List cases, newest first")
     def list_cases(self, request: Request) -> dict[str, Any]:
         q = bodies.CaseListQuery().load(request.args.to_dict())
         assert self.access is not None
@@ -311,13 +323,15 @@ class IntakeService(LoopApi, AdminApi, Observed):
             case = load(s, case_id)
             return None if case is None else views.case_view(case, views.timeline_of(s, case_id))
 
-    @json_http("GET", "/api/v1/stats/funnel", action="stats.read")
+    @json_http("GET", "/api/v1/stats/funnel", action="stats.read", query=FunnelQuery,
+               summary="The case funnel of a grid node")
     def stats_funnel(self, request: Request) -> dict[str, Any]:
         f, _ = self._http_filters(FunnelQuery, request)
         with self.db.read() as s:
             return queries.funnel(s, self.ref.grid, f, self.ref.catalogue)
 
-    @json_http("GET", "/api/v1/stats/measures", action="stats.read")
+    @json_http("GET", "/api/v1/stats/measures", action="stats.read", query=MeasuresQuery,
+               summary="The district's measures (响应率, 解决率, 满意率, 按期结案率, 返工率)")
     def stats_measures(self, request: Request) -> dict[str, Any]:
         return self._measures(*self._http_filters(MeasuresQuery, request))
 
@@ -349,7 +363,8 @@ class IntakeService(LoopApi, AdminApi, Observed):
 
     # -- departments act -------------------------------------------------------------------
     @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/ack",
-               action="assignment.respond")
+               action="assignment.respond", body=bodies.AckBody, body_optional=True,
+               responses={200: answers.CaseView}, errors=(409,), summary="Report in (报到)")
     def ack(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
         body = bodies.AckBody().load(optional_json(request))
         return self._act(
@@ -360,7 +375,8 @@ class IntakeService(LoopApi, AdminApi, Observed):
         department=department)
 
     @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/resolve",
-               action="assignment.respond")
+               action="assignment.respond", body=bodies.ResolveBody,
+               responses={200: answers.CaseView}, errors=(409,), summary="Resolve (办结)")
     def resolve(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
         body = bodies.ResolveBody().load(read_json(request))
         return self._act(
@@ -375,7 +391,9 @@ class IntakeService(LoopApi, AdminApi, Observed):
         department=department)
 
     @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/pause",
-               action="assignment.respond")
+               action="assignment.respond", body=bodies.PauseBody,
+               responses={200: answers.CaseView}, errors=(409,),
+               summary="Pause the department's clocks (缓办)")
     def pause(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
         """缓办: the department's clocks stop counting; a reason is required."""
         body = bodies.PauseBody().load(read_json(request))
@@ -384,14 +402,18 @@ class IntakeService(LoopApi, AdminApi, Observed):
             department=department)
 
     @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/resume",
-               action="assignment.respond")
+               action="assignment.respond", body=bodies.ResumeBody, body_optional=True,
+               responses={200: answers.CaseView}, errors=(409,),
+               summary="Resume the department's clocks")
     def resume(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
         body = bodies.ResumeBody().load(optional_json(request))
         return self._act(case_id, lambda c, now: c.resume(
             department, actor=body["actor"], at=now), department=department)
 
     @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/extensions",
-               action="assignment.respond")
+               action="assignment.respond", body=bodies.ExtensionBody,
+               responses={201: answers.ExtensionAnswer}, errors=(409,),
+               summary="Ask for more time (延期)")
     def request_extension(
         self, request: Request, case_id: str, department: str
     ) -> tuple[int, dict[str, Any]]:
@@ -407,7 +429,9 @@ class IntakeService(LoopApi, AdminApi, Observed):
         return 201, {"extension": views.extension_view(made[0]), "case": view}
 
     @json_http("POST", "/api/v1/cases/<case_id>/extensions/<int:extension_id>/decision",
-               action="case.operate")
+               action="case.operate", body=bodies.DecisionBody,
+               responses={200: answers.CaseView}, errors=(409,),
+               summary="Decide an extension request")
     def decide_extension(self, request: Request, case_id: str, extension_id: int) -> dict:
         body = bodies.DecisionBody().load(read_json(request))
 
@@ -422,7 +446,9 @@ class IntakeService(LoopApi, AdminApi, Observed):
         return self._act(case_id, act, by=body["by"])
 
     @json_http("POST", "/api/v1/cases/<case_id>/assignments/<department>/reopen",
-               action="case.operate")
+               action="case.operate", body=bodies.ReopenBody,
+               responses={200: answers.CaseView}, errors=(409,),
+               summary="Send a resolved assignment back (返工)")
     def reopen(self, request: Request, case_id: str, department: str) -> dict[str, Any]:
         """返工: an operator sends a resolved assignment back; its clocks restart."""
         body = bodies.ReopenBody().load(read_json(request))
@@ -431,7 +457,9 @@ class IntakeService(LoopApi, AdminApi, Observed):
             node_code=self._node_code(c, body["by"]["tier"]), at=now), by=body["by"])
 
     # -- operators whistle -----------------------------------------------------------------
-    @json_http("POST", "/api/v1/cases/<case_id>/whistle", action="case.operate")
+    @json_http("POST", "/api/v1/cases/<case_id>/whistle", action="case.operate",
+               body=bodies.WhistleBody, responses={202: answers.CaseView}, errors=(409,),
+               summary="Blow the whistle (吹哨): summon departments")
     def whistle(self, request: Request, case_id: str) -> tuple[int, dict[str, Any]]:
         """吹哨: a community or street operator summons departments to report in."""
         body = bodies.WhistleBody().load(read_json(request))
@@ -451,7 +479,10 @@ class IntakeService(LoopApi, AdminApi, Observed):
         return self.ref.grid.tier_node(cell, tier).code
 
     # -- the supervision ledger (kept by escalation) ---------------------------------------
-    @json_http("GET", "/api/v1/supervision", action="ledger.read")
+    @json_http("GET", "/api/v1/supervision", action="ledger.read",
+               query=bodies.SupervisionQuery,
+               responses={200: {"application/json": None, "text/csv": None}},
+               summary="The supervision ledger (督办台账)")
     def supervision(self, request: Request) -> Any:
         """督办台账: overdue items with owner, department, deadline, lateness and history."""
         q = self._ledger_query(request)
@@ -459,7 +490,9 @@ class IntakeService(LoopApi, AdminApi, Observed):
             return self._ledger_csv(q)
         return self._ledger(**q)
 
-    @json_http("GET", "/api/v1/supervision.csv", action="ledger.read")
+    @json_http("GET", "/api/v1/supervision.csv", action="ledger.read",
+               query=bodies.SupervisionQuery, responses={200: {"text/csv": None}},
+               summary="The supervision ledger as CSV")
     def supervision_csv(self, request: Request) -> Response:
         q = self._ledger_query(request)
         q.pop("format")
@@ -481,6 +514,8 @@ class IntakeService(LoopApi, AdminApi, Observed):
             raise Unavailable(
                 f"the escalation service did not answer within {RPC_TIMEOUT_S:.0f} s; try again"
             ) from exc
+        except UnknownService as exc:  # its RPC queue is not there: it never ran on this broker
+            raise Unavailable("the escalation service is not running; try again") from exc
 
     def _ledger_csv(self, filters: dict[str, Any]) -> Response:
         filters.pop("page", None)
@@ -558,7 +593,8 @@ class IntakeService(LoopApi, AdminApi, Observed):
         cell, _ = self.ref.grid.cell_for_code(case.grid_code)
         return self.ref.grid.tier_info(cell, cell.level)
 
-    @json_http("GET", "/health", public=True)
+    @json_http("GET", "/health", public=True, responses={200: answers.Health},
+               summary="Liveness and the number of open cases")
     def health(self, request: Request) -> dict[str, Any]:
         with self.db.read() as s:
             open_cases = s.scalar(select(func.count()).where(cases.c.state.in_(CaseState.OPEN)))

@@ -25,11 +25,13 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu import exceptions as kombu_exc
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 from nameko.web.handlers import HttpRequestHandler
 from sqlalchemy import exc as sa_exc
 from werkzeug.wrappers import Request, Response
@@ -129,13 +131,42 @@ def request_body(request: Request) -> bytes:
 MAX_INT_PARAM = 2**63 - 1
 
 
+@dataclass(frozen=True)
+class RouteDoc:
+    """What a route tells its OpenAPI document (``shared.openapi``); nothing at run time.
+
+    ``body`` / ``query``: the marshmallow schemas the handler loads its JSON body and its
+    query string with (``body_optional``: an empty body is ``{}``); ``responses``: status →
+    a schema of the answer, ``None`` (a JSON object) or ``{media type: schema or None}``
+    (default ``{200: None}``); ``errors``: the error statuses the handler itself answers
+    beyond those the document infers (401/403/429 at the gate, 400/413/422 for a body, 422
+    for a query, 404 for a path value, 503); ``summary``: else the docstring's first paragraph;
+    ``tag``: else from the path; ``security``: a scheme other than the API key, for a
+    ``public`` route that checks a token of its own."""
+
+    body: type[Schema] | None = None
+    body_optional: bool = False
+    query: type[Schema] | None = None
+    responses: Mapping[int, Any] = field(default_factory=dict)
+    errors: tuple[int, ...] = ()
+    summary: str | None = None
+    tag: str | None = None
+    security: str | None = None
+
+
 class JsonHttpHandler(HttpRequestHandler):
     def __init__(self, method: str, url: str, *, action: str | None = None,
-                 public: bool = False, **kwargs: Any) -> None:
+                 public: bool = False, body: type[Schema] | None = None,
+                 body_optional: bool = False, query: type[Schema] | None = None,
+                 responses: Mapping[int, Any] | None = None, errors: Iterable[int] = (),
+                 summary: str | None = None, tag: str | None = None,
+                 security: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("expected_exceptions", (ApiError, ValidationError, AccessDenied))
         super().__init__(method, url, **kwargs)
         self.action = action
         self.public = public
+        self.doc = RouteDoc(body, body_optional, query, dict(responses or {}), tuple(errors),
+                            summary, tag, security)
 
     def setup(self) -> None:
         super().setup()

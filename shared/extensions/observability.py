@@ -78,7 +78,9 @@ class Observed:
     heartbeat = Heartbeat()
     metrics_token = MetricsToken()
 
-    @json_http("GET", "/metrics", public=True)  # not an API key: the scraper's own token
+    @json_http("GET", "/metrics", public=True,  # not an API key: the scraper's own token
+               security="metricsToken", responses={200: {"text/plain": None}},
+               summary="Prometheus metrics")
     def metrics_page(self, request: Request) -> Response:
         check_scraper(self.metrics_token, request.headers.get("Authorization"))
         try:
