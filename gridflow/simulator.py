@@ -55,6 +55,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a progress line this often (default 10)")
     p.add_argument("--workers", type=int, default=4, metavar="N",
                    help="HTTP calls in flight at most (default 4)")
+    keys = p.add_argument_group(
+        "API keys", "intake answers only requests with an API key (gridflow keys issue). The "
+        "simulator plays patrol apps, departments and operators alike, so it needs an ADMIN "
+        "key, or one key per role it plays; a role's own key is used where given, the admin "
+        "key for the rest. A key intake refuses (401, 403) stops the run with the reason. "
+        "Prefer $GRIDFLOW_API_KEY to --api-key: a command line shows in ps.")
+    keys.add_argument("--api-key", default=os.environ.get("GRIDFLOW_API_KEY") or None,
+                      metavar="KEY", help="an admin API key (role admin; default "
+                      "$GRIDFLOW_API_KEY), e.g. from `gridflow keys issue --role admin "
+                      "--client simulator --rate 0`")
+    keys.add_argument("--patrol-key", default=None, metavar="KEY",
+                      help="a patrol_app key for the whole district: reports, verifications "
+                      "(核查), ratings (评议), follow-up tasks (回访)")
+    keys.add_argument("--operator-key", default=None, metavar="KEY",
+                      help="an operator key for the whole district: whistles (吹哨) and "
+                      "dispatches by hand")
+    keys.add_argument("--department-key", action="append", default=[], metavar="DEPT=KEY",
+                      help="a department key for DEPT's answers over HTTP (report in, "
+                      "progress, resolve, return); once per department")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -71,7 +90,8 @@ DESCRIPTION = (
     "gridflow.responses, a --late share after the deadline so that cases escalate; grid "
     "workers verify (核查) and call back (回访); reporters rate (评议); communities sometimes "
     "blow the whistle (吹哨). A progress line every --every seconds; Ctrl-C or SIGTERM stops "
-    "cleanly."
+    "cleanly. It needs an admin API key (--api-key or $GRIDFLOW_API_KEY), or a key per role it "
+    "plays (see API keys below)."
 )
 
 
@@ -81,8 +101,24 @@ def _speed(args: Any) -> float:
     return float(os.environ.get("GRIDFLOW_CLOCK_SPEED") or 1.0)
 
 
+def keys_of(args: Any) -> Any:
+    """The simulator's ``Keys`` from its arguments; ValueError for a malformed one."""
+    from gridflow.simulation.actors import Keys
+
+    departments: dict[str, str] = {}
+    for item in getattr(args, "department_key", None) or []:
+        dept, sep, token = item.partition("=")
+        if not sep or not dept.strip() or not token.strip():
+            raise ValueError(f"--department-key wants DEPT=KEY, got {item.split('=')[0]!r}…")
+        departments[dept.strip()] = token.strip()
+    return Keys(admin=getattr(args, "api_key", None) or None,
+                patrol=getattr(args, "patrol_key", None) or None,
+                operator=getattr(args, "operator_key", None) or None,
+                departments=departments)
+
+
 def main(args: Any) -> int:
-    from gridflow.simulation.actors import Consumer, Http, Responder
+    from gridflow.simulation.actors import KEY_HINT, AccessRefused, Consumer, Http, Responder
     from gridflow.simulation.plan import Action, Outcome, Simulation, Tunables
     from gridflow.simulation.world import World
     from shared.amqp.topology import DISPATCH_TIERS, dispatch_queue, tier_queue
@@ -98,8 +134,12 @@ def main(args: Any) -> int:
         if speed <= 0:
             raise ValueError("--speed must be positive")
         clock = clock_from_env()
+        keys = keys_of(args)
     except ValueError as exc:
         log.error("%s", exc)
+        return 2
+    if not keys.any:
+        log.error("no API key: %s", KEY_HINT)
         return 2
     scaled = clock if isinstance(clock, ScaledClock) else None
     if scaled is not None and abs(scaled.speed - speed) > 1e-9:
@@ -116,13 +156,21 @@ def main(args: Any) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    http = Http(args.intake, stop)
-    world = _load_world(http, stop, log, World)
+    http = Http(args.intake, stop, keys)
+    try:
+        world = _load_world(http, stop, log, World)
+    except AccessRefused as exc:
+        log.error("%s. Stopping.", exc)
+        return 3
     if world is None:
         return 0  # stopped before intake answered
     run_id = uuid.uuid4().hex[:8]
     sim = Simulation(world, speed=speed, tunables=tunables, seed=args.seed, run_id=run_id,
                      demo_now=scaled.now if scaled is not None else None)
+    missing = keys.missing(sorted(set(world.departments) - sim.amqp_departments))
+    if missing:
+        log.error("no API key for %s: %s", "; ".join(missing), KEY_HINT)
+        return 2
     lock = threading.Lock()
 
     def on_message(_key: str, message_id: str, msg: Any) -> None:
@@ -139,7 +187,7 @@ def main(args: Any) -> int:
             if action.via == "amqp":
                 outcome = responder.publish(action, sim.message_id(action))
             else:
-                outcome = http.call("POST", action.path, dict(action.body))
+                outcome = http.act(action)
         except Exception as exc:  # never let one action end the run
             outcome = Outcome(0, None, f"{type(exc).__name__}: {exc}")
         if not outcome.ok:
@@ -188,6 +236,9 @@ def main(args: Any) -> int:
         pool.shutdown(wait=True, cancel_futures=True)  # in-flight calls finish
         responder.close()
         _progress(log, sim, lock, time.monotonic() - started, scaled, final=True)
+    if http.refused is not None:
+        log.error("%s. Stopped.", http.refused.message())
+        return 3
     return 0
 
 

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pika
@@ -31,22 +32,119 @@ def pika_uri(uri: str) -> str:
     return "amqp://" + uri.split("://", 1)[1] if uri.startswith("pyamqp://") else uri
 
 
-class Http:
-    """JSON over HTTP to intake. A refused connection, a timeout, a 5xx, 408 or 429 is
-    tried again with the same body (a report keeps its report_id, so a retry is never a
-    second report) until ``RETRY_DELAYS_S`` are used up or ``stop`` is set."""
+# What each of the simulator's actions is, in the roles of intake's API keys
+# (shared.access): the people who report, verify and rate carry a patrol app; departments
+# answer with their own department's key; a tier's staff whistle and dispatch by hand.
+PATROL_APP, DEPARTMENT, OPERATOR = "patrol_app", "department", "operator"
+ROLE_OF_KIND = {
+    "report": PATROL_APP, "verify": PATROL_APP, "rate": PATROL_APP, "follow_up": PATROL_APP,
+    "ack": DEPARTMENT, "progress": DEPARTMENT, "resolve": DEPARTMENT, "return": DEPARTMENT,
+    "whistle": OPERATOR, "dispatch": OPERATOR,
+}
+REFUSED_STATUSES = (401, 403)  # a key intake does not know, or one not allowed this: stop
+KEY_HINT = (
+    "the simulator plays patrol apps, departments and operators alike: give it an admin "
+    "API key (--api-key or GRIDFLOW_API_KEY; e.g. `gridflow keys issue --role admin "
+    "--client simulator --rate 0`), or one key per role (--patrol-key, --operator-key, "
+    "--department-key DEPT=KEY for each department answering over HTTP)"
+)
 
-    def __init__(self, base_url: str, stop: threading.Event, timeout: float = 8.0,
-                 delays: Sequence[float] = RETRY_DELAYS_S) -> None:
+
+@dataclass(frozen=True)
+class Keys:
+    """The API keys the simulator holds: ``admin`` for whatever has no key of its own, or a
+    key per role it plays (patrol apps, operators, each department)."""
+
+    admin: str | None = None
+    patrol: str | None = None
+    operator: str | None = None
+    departments: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.admin or self.patrol or self.operator or self.departments)
+
+    def for_action(self, action: Action) -> tuple[str, str | None]:
+        """(which key, for messages; the token) for an action over HTTP."""
+        role = ROLE_OF_KIND.get(action.kind)
+        if role == DEPARTMENT and action.department in self.departments:
+            return f"--department-key {action.department}", self.departments[action.department]
+        own = {PATROL_APP: self.patrol, OPERATOR: self.operator}.get(role or "")
+        if own:
+            return f"--{'patrol' if role == PATROL_APP else 'operator'}-key", own
+        return "the admin key (--api-key)", self.admin
+
+    def for_reads(self) -> tuple[str, str | None]:
+        """A key for the categories and the grid (every role may read them)."""
+        if self.admin:
+            return "the admin key (--api-key)", self.admin
+        for label, token in (("--patrol-key", self.patrol), ("--operator-key", self.operator),
+                             *((f"--department-key {d}", t)
+                               for d, t in sorted(self.departments.items()))):
+            if token:
+                return label, token
+        return "no key", None
+
+    def missing(self, http_departments: Sequence[str]) -> list[str]:
+        """What the simulator would do over HTTP with no key: empty with an admin key."""
+        if self.admin:
+            return []
+        out = [f"{what} (--{flag}-key)" for what, flag, token in (
+            ("reports, verifications and ratings", "patrol", self.patrol),
+            ("whistles and dispatches by hand", "operator", self.operator)) if not token]
+        lacking = sorted(d for d in http_departments if d not in self.departments)
+        if lacking:
+            out.append(f"the answers of department(s) {', '.join(lacking)} "
+                       "(--department-key DEPT=KEY)")
+        return out
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """intake refused a key (401: unknown, wrong or revoked) or what it was used for (403)."""
+
+    status: int
+    reason: str
+    request: str  # e.g. "POST /api/v1/reports"
+    key: str  # which of the simulator's keys
+
+    def message(self) -> str:
+        what = "does not accept" if self.status == 401 else "does not allow"
+        return (f"intake {what} {self.key}: {self.status} {self.reason} ({self.request}); "
+                f"{KEY_HINT}")
+
+
+class AccessRefused(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message())
+        self.refusal = refusal
+
+
+class Http:
+    """JSON over HTTP to intake, with an API key (``Authorization: Bearer``). A refused
+    connection, a timeout, a 5xx, 408 or 429 is tried again with the same body (a report
+    keeps its report_id, so a retry is never a second report) until ``RETRY_DELAYS_S`` are
+    used up or ``stop`` is set. A 401 or 403 is never tried again: the first one is kept in
+    ``refused`` and sets ``stop`` (the run cannot go on with keys intake refuses)."""
+
+    def __init__(self, base_url: str, stop: threading.Event, keys: Keys | None = None,
+                 timeout: float = 8.0, delays: Sequence[float] = RETRY_DELAYS_S) -> None:
         self.base_url = base_url.rstrip("/")
         self.stop = stop
+        self.keys = keys or Keys()
         self.timeout = timeout
         self.delays = tuple(delays)
+        self.refused: Refusal | None = None
+        self._lock = threading.Lock()
 
-    def once(self, method: str, path: str, body: Any = None) -> Outcome:
+    def once(self, method: str, path: str, body: Any = None,
+             token: str | None = None) -> Outcome:
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         req = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return Outcome(resp.status, _json(resp.read()))
@@ -56,10 +154,16 @@ class Http:
         except (OSError, ValueError) as exc:  # refused, reset, timed out
             return Outcome(0, None, f"{type(exc).__name__}: {exc}")
 
-    def call(self, method: str, path: str, body: Any = None) -> Outcome:
+    def call(self, method: str, path: str, body: Any = None,
+             key: tuple[str, str | None] | None = None) -> Outcome:
+        """``key``: (which key, its token); default: the key for reads."""
+        label, token = key or self.keys.for_reads()
         attempt = 0
         while True:
-            out = self.once(method, path, body)
+            out = self.once(method, path, body, token)
+            if out.status in REFUSED_STATUSES:
+                self._refuse(out, f"{method} {path}", label)
+                return out
             again = out.status == 0 or out.status >= 500 or out.status in RETRIED_STATUSES
             if not again or attempt >= len(self.delays) or self.stop.is_set():
                 return out
@@ -67,11 +171,33 @@ class Http:
                 return out
             attempt += 1
 
+    def act(self, action: Action) -> Outcome:
+        """POST an action with the key of the role that takes it."""
+        return self.call("POST", action.path, dict(action.body), self.keys.for_action(action))
+
     def get(self, path: str) -> Any:
         out = self.call("GET", path)
+        if self.refused is not None:
+            raise AccessRefused(self.refused)
         if not out.ok:
             raise OSError(f"GET {path}: {out.status or out.error}")
         return out.body
+
+    def _refuse(self, out: Outcome, request: str, label: str) -> None:
+        with self._lock:
+            if self.refused is None:
+                self.refused = Refusal(out.status, _reason(out), request, label)
+        self.stop.set()
+
+
+def _reason(out: Outcome) -> str:
+    """intake's reason for a refusal (``{"errors": {"_auth": [...]}}``), else the body."""
+    errors = out.body.get("errors") if isinstance(out.body, dict) else None
+    if isinstance(errors, dict):
+        texts = [str(t) for v in errors.values() for t in (v if isinstance(v, list) else [v])]
+        if texts:
+            return "; ".join(texts)[:300]
+    return (out.error or "refused")[:300]
 
 
 def _json(raw: bytes) -> Any:

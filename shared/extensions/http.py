@@ -196,6 +196,8 @@ class JsonHttpHandler(HttpRequestHandler):
                 if exc.status == 403:
                     self.gate.refused(request, exc, self.method_name)
                 return self.response_from_exception(exc)
+            except Exception as exc:  # the key's lookup met a lost database: a 503 as well
+                return self.response_from_exception(exc)
         response = super().handle_request(request)
         denied = request.environ.get(DENIED)
         if denied is not None and denied.status == 403 and self.gate is not None:

@@ -39,6 +39,7 @@ from gridflow.supervisor import Supervisor
 from shared.amqp import topology as topo
 from shared.config import PROJECT_ROOT
 from shared.reference import load_reference
+from support import issue_key
 
 CHECK_EVERY_S = 0.5  # how often the supervisor looks for dead services
 
@@ -85,6 +86,7 @@ class ChaosRun:
         self.poison_ids: dict[str, str] = {}  # message id -> queue
         self.supervisor: Supervisor | None = None
         self._watch_stop = threading.Event()
+        self.api_key = ""  # the patrol apps' (admin, no rate limit), issued at the start
 
     # -- set-up ------------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -108,6 +110,10 @@ class ChaosRun:
         self.var_dir.mkdir(parents=True, exist_ok=True)
         self.say(f"starting a RabbitMQ node of our own ({self.broker.node}, {self.broker.host})")
         self.broker.start()
+        # into intake's database before intake starts: an admin key, so that no rate limit
+        # (GRIDFLOW_RATE_LIMIT_PER_MIN) slows the posting down
+        self.api_key = issue_key(self.plan.database_url, self.var_dir, client="chaos reporters",
+                                 rate_per_min=0)
         self.supervisor = Supervisor(list(PIPELINE), self.var_dir, out=_Lines(self.say),
                                      env=self.env())
         self.supervisor.start_all()
@@ -180,7 +186,8 @@ class ChaosRun:
         departments = DepartmentSide(self.amqp_uri, public)
         departments.start()
         reporters = Reporters(self.base_url, report_bodies(self.ref, p.reports, self.run_id,
-                                                           p.seed), p.rate, p.clients)
+                                                           p.seed), p.rate, p.clients,
+                              self.api_key)
         try:
             reporters.start()
             posting_began, duration = time.monotonic(), p.reports / p.rate

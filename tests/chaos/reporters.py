@@ -52,13 +52,14 @@ def report_bodies(ref: ReferenceData, n: int, run: str, seed: int) -> list[dict[
 
 
 class Reporters:
-    """Posts the bodies at ``rate`` per second with several clients; a refused connection
-    or a 5xx is retried with the same report_id (intake is idempotent on it) until it is
-    accepted, as a patrol app does."""
+    """Posts the bodies at ``rate`` per second with several clients, each with ``api_key``;
+    a refused connection or a 5xx is retried with the same report_id (intake is idempotent
+    on it) until it is accepted, as a patrol app does."""
 
     def __init__(self, base_url: str, bodies: list[dict[str, Any]], rate: float,
-                 clients: int) -> None:
+                 clients: int, api_key: str) -> None:
         self.base_url, self.bodies, self.rate = base_url, bodies, rate
+        self.api_key = api_key
         self.result = Posting()
         self._lock = threading.Lock()
         self._next = 0
@@ -90,6 +91,7 @@ class Reporters:
 
     def _work(self) -> None:
         session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {self.api_key}"
         while (i := self._take()) is not None:
             body = self.bodies[i]
             while True:

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
+# tests/support (the run's API key) imports nameko's testing helpers, and they eventlet
+warnings.filterwarnings("ignore", message="(?s).*Eventlet is deprecated")
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # support: the API key
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from databases import drop_database, fresh_database
-from harness import ChaosRun, Plan
+from databases import drop_database, fresh_database  # noqa: E402
+from harness import ChaosRun, Plan  # noqa: E402
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -16,10 +16,35 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 
 
+METRICS_TOKEN = "e2e-metrics-token"  # GRIDFLOW_METRICS_TOKEN of the services run here
+
+
+def admin_key(env: dict[str, str], client: str = "e2e tests") -> str:
+    """An admin API key (no rate limit) in intake's database for these services' ``env``
+    (DATABASE_URL, GRIDFLOW_VAR_DIR): made before intake starts, or while it runs."""
+    from support import issue_key
+
+    return issue_key(env.get("DATABASE_URL"), env["GRIDFLOW_VAR_DIR"], client=client,
+                     rate_per_min=0)
+
+
+def session(token: str) -> requests.Session:
+    """A ``requests`` session sending ``token`` as ``Authorization: Bearer``."""
+    from support import bearer
+
+    http = requests.Session()
+    http.headers.update(bearer(token))
+    return http
+
+
 class Processes:
+    """The services as processes, and ``http``: a session holding an admin API key."""
+
     def __init__(self, env: dict[str, str], log_dir: Path, base_url: str) -> None:
         self.env, self.log_dir, self.base_url = env, log_dir, base_url
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.key = admin_key(env)
+        self.http = session(self.key)
 
     def start(self, name: str) -> None:
         log = (self.log_dir / f"{name}.log").open("ab")
@@ -98,11 +123,12 @@ def running(env: dict[str, str], log_dir: Path, base_url: str, services: Iterabl
             amqp_uri: str, also_healthy: Iterable[str] = ()) -> Iterator[Processes]:
     """``services`` as processes, intake (and ``also_healthy``) answering and the topology
     declared; stopped afterwards, their logs printed if the block failed, and a failure if
-    one of them exited badly."""
+    one of them exited badly. ``procs.http`` holds an admin key, issued before the start;
+    the services' /metrics take ``METRICS_TOKEN`` unless ``env`` names another."""
     from support import wait_for
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    procs = Processes(env, log_dir, base_url)
+    procs = Processes({"GRIDFLOW_METRICS_TOKEN": METRICS_TOKEN, **env}, log_dir, base_url)
     for name in services:
         procs.start(name)
     try:
@@ -115,6 +141,7 @@ def running(env: dict[str, str], log_dir: Path, base_url: str, services: Iterabl
         raise
     finally:
         procs.stop()
+        procs.http.close()
     crashed = {n: p.returncode for n, p in procs.procs.items() if p.returncode not in (0, -15)}
     assert not crashed, f"services exited badly: {crashed}\n{procs.logs()}"
 

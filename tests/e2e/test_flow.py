@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 import requests
-from processes import Processes, receive
+from processes import METRICS_TOKEN, Processes, receive
 
 from gridflow.webhooks import verify_request
-from support import queue_depth, report
+from support import bearer, queue_depth, report
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,9 +31,16 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_report_reaches_departments_and_the_loop_closes(
     system: Processes, amqp_uri_pika: str
 ) -> None:
-    api = system.base_url
+    api, http = system.base_url, system.http
+    # no key, no report; the scraper's token, and only that, opens /metrics
+    r = requests.post(f"{api}/api/v1/reports", json=report("e2e-0", "E0402"), timeout=10)
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert requests.get(f"{api}/metrics", headers=http.headers, timeout=10).status_code == 401
+    metrics = requests.get(f"{api}/metrics", headers=bearer(METRICS_TOKEN), timeout=10)
+    assert metrics.status_code == 200 and "gridflow_http_requests_total" in metrics.text
+
     t0 = time.monotonic()
-    r = requests.post(f"{api}/api/v1/reports", json=report("e2e-1", "E0402"), timeout=10)
+    r = http.post(f"{api}/api/v1/reports", json=report("e2e-1", "E0402"), timeout=10)
     assert r.status_code == 201, r.text
     case_id = r.json()["case_id"]
 
@@ -50,24 +57,24 @@ def test_report_reaches_departments_and_the_loop_closes(
         assert json.loads(body)["data"]["assignment"]["role"] == "assist"
 
     # a second post of the same report is the same case, and nothing more is dispatched
-    again = requests.post(f"{api}/api/v1/reports", json=report("e2e-1", "E0402"), timeout=10)
+    again = http.post(f"{api}/api/v1/reports", json=report("e2e-1", "E0402"), timeout=10)
     assert again.status_code == 200 and again.json()["case_id"] == case_id
 
     for dept in ("fire", "police", "urban_mgmt"):
         links = f"{api}/api/v1/cases/{case_id}/assignments/{dept}"
         assert (
-            requests.post(
+            http.post(
                 f"{links}/ack", json={"actor": f"{dept} duty officer"}, timeout=10
             ).status_code
             == 200
         )
     for dept in ("police", "urban_mgmt", "fire"):
         links = f"{api}/api/v1/cases/{case_id}/assignments/{dept}"
-        r = requests.post(f"{links}/resolve", json={"note": f"{dept}: 通道已清空"}, timeout=10)
+        r = http.post(f"{links}/resolve", json={"note": f"{dept}: 通道已清空"}, timeout=10)
         assert r.status_code == 200, r.text
     assert r.json()["state"] == "resolved"
 
-    case = requests.get(f"{api}/api/v1/cases/{case_id}", timeout=10).json()
+    case = http.get(f"{api}/api/v1/cases/{case_id}", timeout=10).json()
     kinds = [t["kind"] for t in case["timeline"]]
     assert kinds[:2] == ["reported", "routed"]
     assert kinds.count("dispatched") == 3 and kinds.count("acknowledged") == 3
@@ -100,7 +107,7 @@ def test_department_client_forwards_then_acks(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     hook_url = f"http://127.0.0.1:{server.server_address[1]}/gridflow"
     try:
-        r = requests.post(
+        r = system.http.post(
             f"{system.base_url}/api/v1/reports", json=report("e2e-2", "E0101"), timeout=10
         )
         case_id = r.json()["case_id"]

@@ -20,7 +20,6 @@ from typing import Any
 
 import pika
 import pytest
-import requests
 from processes import Processes
 
 from gridflow.respond import publish
@@ -87,17 +86,17 @@ class Queues:
         return wait_for(enough, timeout=20, what=f"{count} × {type_} on {queue}")
 
 
-def _post(api: str, path: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
-    r = requests.post(f"{api}{path}", json=body, timeout=10)
+def _post(api: Processes, path: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
+    r = api.http.post(f"{api.base_url}{path}", json=body, timeout=10)
     assert r.status_code == status, r.text
     return r.json()
 
 
-def _case(api: str, case_id: str) -> dict[str, Any]:
-    return requests.get(f"{api}/api/v1/cases/{case_id}", timeout=10).json()
+def _case(api: Processes, case_id: str) -> dict[str, Any]:
+    return api.http.get(f"{api.base_url}/api/v1/cases/{case_id}", timeout=10).json()
 
 
-def _until(api: str, case_id: str, what: str, ok: Any) -> dict[str, Any]:
+def _until(api: Processes, case_id: str, what: str, ok: Any) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         case = _case(api, case_id)
         return case if ok(case) else None
@@ -108,7 +107,7 @@ def _until(api: str, case_id: str, what: str, ok: Any) -> dict[str, Any]:
 def test_one_case_goes_round_the_whole_loop(
     system: Processes, amqp_uri_pika: str, webhook: Webhook
 ) -> None:
-    api, amqp = system.base_url, amqp_uri_pika
+    api, amqp = system, amqp_uri_pika
     queues = Queues(amqp)
 
     def respond(dept: str, action: str, case_id: str, **body: Any) -> None:
@@ -177,7 +176,7 @@ def test_one_case_goes_round_the_whole_loop(
         "passed": True, "by": GRID_WORKER, "note": "通道畅通", "media_urls": PHOTO})
     case = _case(api, case_id)
     assert case["state"] == "closed"
-    public = requests.get(f"{api}/api/v1/public/cases/{case_id}", timeout=10).json()
+    public = api.http.get(f"{api.base_url}/api/v1/public/cases/{case_id}", timeout=10).json()
     assert public["status"] == "closed" and "王芳" not in json.dumps(public, ensure_ascii=False)
 
     # 7. the reporter rates it; 8. the neighbour is not satisfied: the case reopens

@@ -17,7 +17,6 @@ from typing import Any
 
 import pika
 import pytest
-import requests
 from browser import chromium, screenshot, until
 from processes import Processes, distinct_ports, running
 from selenium.webdriver.common.by import By
@@ -36,20 +35,21 @@ class District:
     def __init__(self, procs: Processes, amqp_uri: str, monitor: str) -> None:
         self.procs, self.amqp_uri, self.monitor = procs, amqp_uri, monitor
         self.api = procs.base_url
+        self.http = procs.http  # an admin key
 
     def post_report(self, report_id: str, category: str = "E0402", **kw: Any) -> str:
-        r = requests.post(f"{self.api}/api/v1/reports", json=report(report_id, category, **kw),
-                          timeout=10)
+        r = self.http.post(f"{self.api}/api/v1/reports", json=report(report_id, category, **kw),
+                           timeout=10)
         assert r.status_code == 201, r.text
         return r.json()["case_id"]
 
     def act(self, case_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        r = requests.post(f"{self.api}/api/v1/cases/{case_id}/{path}", json=body, timeout=10)
+        r = self.http.post(f"{self.api}/api/v1/cases/{case_id}/{path}", json=body, timeout=10)
         assert r.status_code in (200, 202), r.text
         return r.json()
 
     def case(self, case_id: str) -> dict[str, Any]:
-        return requests.get(f"{self.api}/api/v1/cases/{case_id}", timeout=10).json()
+        return self.http.get(f"{self.api}/api/v1/cases/{case_id}", timeout=10).json()
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +206,8 @@ def expected_measures(district: District) -> dict[str, Any]:
     definitions in services/intake/measures.py."""
     cases, page_no = [], 1
     while True:
-        got = requests.get(f"{district.api}/api/v1/cases", timeout=10,
-                           params={"per_page": 100, "page": page_no}).json()
+        got = district.http.get(f"{district.api}/api/v1/cases", timeout=10,
+                                params={"per_page": 100, "page": page_no}).json()
         cases += [district.case(c["case_id"]) for c in got["items"]]
         if page_no * 100 >= got["total"]:
             break

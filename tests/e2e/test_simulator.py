@@ -21,7 +21,7 @@ import pika
 import pytest
 import requests
 from nameko.testing.utils import find_free_port
-from processes import distinct_ports, healthy, running
+from processes import admin_key, distinct_ports, healthy, running, session
 
 from gridflow import PIPELINE
 from shared.clock import ScaledClock, working_morning
@@ -55,11 +55,11 @@ def stats_of(line: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"\b([a-z_0-9]+)=(\d+)\b", line)}
 
 
-def all_cases(base: str) -> list[dict[str, Any]]:
+def all_cases(http: requests.Session, base: str) -> list[dict[str, Any]]:
     out, page = [], 1
     while True:
-        got = requests.get(f"{base}/api/v1/cases", params={"per_page": 100, "page": page},
-                           timeout=10).json()
+        got = http.get(f"{base}/api/v1/cases", params={"per_page": 100, "page": page},
+                       timeout=10).json()
         out += got["items"]
         if not got["items"] or len(out) >= got["total"]:
             return out
@@ -76,8 +76,10 @@ def test_help_lists_the_new_options() -> None:
         assert option in up
     simulate = help_of("simulate")
     for option in ("--rate", "--speed", "--intake", "--amqp-uri", "--seed", "--duration",
-                   "--late"):
+                   "--late", "--api-key", "GRIDFLOW_API_KEY", "--patrol-key",
+                   "--department-key"):
         assert option in simulate
+    assert "admin key" in simulate  # the role it needs
 
 
 def test_a_simulated_day_reports_acks_resolves_closes_rates_and_escalates(
@@ -89,12 +91,23 @@ def test_a_simulated_day_reports_acks_resolves_closes_rates_and_escalates(
                         now, SPEED)
     env = {**ports_env(amqp_uri_pika, tmp_path / "var", http), **clock.env(),
            "GRIDFLOW_AUDIT_MARGIN_S": str(60 * SPEED)}
-    with running(env, tmp_path / "logs", base, PIPELINE, amqp_uri=amqp_uri_pika):
-        sim = subprocess.run(
-            [sys.executable, "-m", "gridflow.cli", "simulate", "--intake", base,
-             "--amqp-uri", amqp_uri_pika, "--rate", "60", "--speed", str(SPEED),
-             "--late", "0.3", "--seed", "11", "--duration", str(SECONDS), "--every", "5"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=SECONDS + 30)
+    argv = [sys.executable, "-m", "gridflow.cli", "simulate", "--intake", base,
+            "--amqp-uri", amqp_uri_pika, "--rate", "60", "--speed", str(SPEED),
+            "--late", "0.3", "--seed", "11", "--duration", str(SECONDS), "--every", "5"]
+    with running(env, tmp_path / "logs", base, PIPELINE, amqp_uri=amqp_uri_pika) as procs:
+        http = procs.http
+        # a key intake does not know stops the simulator at once, saying why
+        bogus = "gfk_000000000000_" + "x" * 43
+        refused = subprocess.run(argv, cwd=ROOT, env={**env, "GRIDFLOW_API_KEY": bogus},
+                                 capture_output=True, text=True, timeout=30)
+        out = refused.stdout + refused.stderr
+        assert refused.returncode == 3, out
+        assert "401 unknown API key" in out and "admin API key" in out, out
+        assert "Traceback" not in out and bogus not in out, out
+
+        sim_env = {**env, "GRIDFLOW_API_KEY": admin_key(env, client="simulator")}
+        sim = subprocess.run(argv, cwd=ROOT, env=sim_env, capture_output=True, text=True,
+                             timeout=SECONDS + 30)
         out = sim.stdout + sim.stderr
         assert sim.returncode == 0, out
         assert "Traceback" not in out, out
@@ -102,18 +115,18 @@ def test_a_simulated_day_reports_acks_resolves_closes_rates_and_escalates(
         stats = stats_of(final)
         print(final)
 
-        cases = all_cases(base)
+        cases = all_cases(http, base)
         states = Counter(c["state"] for c in cases)
         print(f"{len(cases)} cases: {dict(states)}")
         assert len(cases) >= 10 and stats["reports"] == len(cases)
-        views = [requests.get(f"{base}/api/v1/cases/{c['case_id']}", timeout=10).json()
+        views = [http.get(f"{base}/api/v1/cases/{c['case_id']}", timeout=10).json()
                  for c in cases]
         kinds = Counter(t["kind"] for v in views for t in v["timeline"])
         print(dict(kinds))
         assert kinds["acknowledged"] >= 10 and kinds["resolved"] >= 5
 
         def timeline_counts() -> Counter[str]:
-            return Counter(t["kind"] for c in cases for t in requests.get(
+            return Counter(t["kind"] for c in cases for t in http.get(
                 f"{base}/api/v1/cases/{c['case_id']}", timeout=10).json()["timeline"])
 
         # every answer landed (those over AMQP too), none twice
@@ -126,7 +139,7 @@ def test_a_simulated_day_reports_acks_resolves_closes_rates_and_escalates(
         assert sum(len(v["ratings"]) for v in views) >= 1 and kinds["rated"] == stats["rated"]
         escalated = [c for c in cases if c["escalations"]]
         assert escalated and kinds["escalated"] >= 1 and stats["escalated"] >= 1
-        ledger = requests.get(f"{base}/api/v1/supervision", timeout=15).json()
+        ledger = http.get(f"{base}/api/v1/supervision", timeout=15).json()
         assert ledger["total"] >= 1
         assert stats["late"] >= 1
         # nothing the simulator sent was malformed or lost
@@ -145,15 +158,20 @@ def test_up_runs_the_simulator_on_the_demo_clock_and_stops_it(amqp_uri_pika: str
     http = f"127.0.0.1:{find_free_port()}"
     var = tmp_path / "var"
     env = ports_env(amqp_uri_pika, var, http)
+    # the simulator's key (gridflow up passes its own demo admin key; this one works
+    # either way), and the test's
+    key = admin_key(env)
+    env["GRIDFLOW_API_KEY"] = key
+    api = session(key)
     proc = subprocess.Popen(
         [sys.executable, "-m", "gridflow.cli", "up", "--services", *PIPELINE,
          "--speed", "600", "--rate", "120"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: healthy(f"http://{http}"), timeout=60, what="intake up")
-        wait_for(lambda: requests.get(f"http://{http}/api/v1/cases", timeout=5).json()["total"],
+        wait_for(lambda: api.get(f"http://{http}/api/v1/cases", timeout=5).json()["total"],
                  timeout=30, what="the simulator's first report")
-        case = requests.get(f"http://{http}/api/v1/cases", timeout=5).json()["items"][-1]
+        case = api.get(f"http://{http}/api/v1/cases", timeout=5).json()["items"][-1]
         reported = datetime.fromisoformat(case["reported_at"])
         saved = json.loads((var / "demo-clock.json").read_text())
         demo_now = ScaledClock(datetime.fromisoformat(saved["GRIDFLOW_CLOCK_START"]),

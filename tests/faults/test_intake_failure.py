@@ -21,7 +21,7 @@ from faultkit import only_on
 from proxy import FaultProxy
 
 from services.intake.service import IntakeService
-from support import report
+from support import bearer, issue_key, report
 
 CATEGORY = "E0801"  # never a duplicate: every report is a new case
 TMPFS_SIZE = "2m"
@@ -74,6 +74,7 @@ def test_disk_full_answers_503_and_keeps_every_2xx(
 ) -> None:
     containers = faulty(IntakeService, GRIDFLOW_VAR_DIR=str(small_disk))
     assert (small_disk / "intake.db").exists()
+    api.headers.update(bearer(issue_key(None, small_disk)))  # intake's database is here
 
     accepted: dict[str, str] = {}
     refused: list[str] = []

@@ -249,6 +249,21 @@ def test_database_that_stops_answering_gets_503_not_a_hung_request(
     assert alive(containers)
 
 
+@only_on("postgresql")
+def test_database_lost_while_a_key_is_looked_up_answers_503(
+    pg_proxy: FaultProxy, faulty: Any, api: Any
+) -> None:
+    """An outage longer than the gate's key cache (GRIDFLOW_KEY_CACHE_S, 0 here): the key's
+    lookup meets the lost database before any handler runs; still a 503, nothing kept."""
+    faulty(IntakeService, db_proxy=pg_proxy, GRIDFLOW_KEY_CACHE_S=0)
+    post_reports(api, "before", 1)
+    pg_proxy.cut()
+    r = api.post("/api/v1/reports", json=report("during", CATEGORY), timeout=15)
+    pg_proxy.restore()
+    assert r.headers["content-type"].startswith("application/json"), (r.status_code, r.text)
+    assert _unavailable(r), (r.status_code, r.text)
+
+
 @one_backend
 def test_rpc_call_in_flight_when_the_broker_goes_does_not_kill_the_responder(
     broker_proxy: FaultProxy, faulty: Any, api: Any, monkeypatch: pytest.MonkeyPatch

@@ -22,7 +22,7 @@ from faultkit import only_on
 from nameko.testing.utils import find_free_port
 from proxy import FaultProxy
 
-from support import wait_for
+from support import bearer, issue_key, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,7 +77,7 @@ def intake_process(
 
 @only_on("postgresql")
 def test_service_started_while_its_database_is_down_waits_for_it(
-    pg_proxy: FaultProxy, intake_process: Any, tmp_path: Path
+    pg_proxy: FaultProxy, intake_process: Any, tmp_path: Path, database_url: str
 ) -> None:
     pg_proxy.cut()
     proc, base_url = intake_process()
@@ -87,7 +87,8 @@ def test_service_started_while_its_database_is_down_waits_for_it(
     assert "database" in log and "unreachable" in log, log[-2000:]
     pg_proxy.restore()
     wait_for(lambda: healthy(base_url), timeout=20, what="intake up once its database answers")
-    r = requests.post(f"{base_url}/api/v1/reports", timeout=10, json={
+    key = issue_key(database_url, tmp_path / "var")
+    r = requests.post(f"{base_url}/api/v1/reports", timeout=10, headers=bearer(key), json={
         "report_id": "after-start", "category": "E0801", "grid_code": "511802001001101",
         "description": "独居老人需要照护",
         "reporter": {"kind": "grid_worker", "id": "gw-1", "name": "邓海燕", "phone": "13800000001"},

@@ -7,9 +7,13 @@ task); then routing and notify are stopped, so nothing but the fuzzed requests c
 intake's database (escalation runs its HTTP and RPC entrypoints only: the ledger).
 
 Each endpoint gets bodies (random JSON, mutations of a valid body, bytes that are not
-JSON), path parameters (known ids and odd ones) and query strings. Every answer must be
-below 500; an answer of 4xx must leave intake's database exactly as it was: no row added,
-none changed, nothing put in the outbox (so nothing published).
+JSON), path parameters (known ids and odd ones) and query strings, as an admin (an API key
+of its own, with no rate limit: the handlers are reached; ``/metrics`` with the scraper's
+token). Every answer must be below 500; an answer of 4xx must leave intake's database
+exactly as it was: no row added, none changed, nothing put in the outbox (so nothing
+published). A few requests to each endpoint but ``/health`` carry no credential or a bad
+one (garbage, an unknown or revoked key, a wrong secret or scheme, the other door's
+token): each must be a 401 saying why, and leave the database as it was.
 
 The table ``ENDPOINTS`` must name every route the services have: a new endpoint without
 fuzzing fails ``test_every_http_endpoint_survives_fuzzing``.
@@ -56,7 +60,7 @@ from services.routing.service import RoutingService
 from shared.clock import FakeClock
 from shared.events import make_event
 from shared.responses import ACTIONS
-from support import DEMO_CELL, case_view, report
+from support import DEMO_CELL, bearer, case_view, report
 
 GRID_WORKER = {"name": "邓海燕", "tier": "compound", "code": DEMO_CELL}
 COMMUNITY = {"name": "胡涛", "tier": "community", "code": "511802001001"}
@@ -79,6 +83,7 @@ class Spec:
     schema: type[Schema] | None = None
     query: Params = field(default_factory=dict)
     examples: int = 40
+    unauthorized: int = 6  # requests with no credential or a bad one (0: a public route)
 
 
 _LIST_QUERY: Params = {
@@ -133,8 +138,8 @@ ENDPOINTS: dict[tuple[str, str], Spec] = {
     ("GET", "/api/v1/supervision.csv"): Spec(query={
         "state": st.sampled_from(["open", "closed"]), "grid": st.sampled_from(GRID_CODES),
         "department": st.sampled_from(DEPARTMENTS)}, examples=20),
-    ("GET", "/health"): Spec(examples=10),
-    ("GET", "/metrics"): Spec(examples=10),  # Prometheus' text, from every service
+    ("GET", "/health"): Spec(examples=10, unauthorized=0),
+    ("GET", "/metrics"): Spec(examples=10),  # Prometheus' text, for the scraper's token
     ("GET", "/api/v1/stats/funnel"): Spec(query={
         "grid": st.sampled_from(GRID_CODES), "department": st.sampled_from(DEPARTMENTS),
         "since": st.sampled_from(["2026-11-01T00:00:00+08:00", "2026-11-23", "yesterday"]),
@@ -169,9 +174,50 @@ ENDPOINTS: dict[tuple[str, str], Spec] = {
         valid=({"by": GRID_WORKER, "note": "已回访"},), schema=bodies.TaskDoneBody),
     ("GET", "/api/v1/departments/stats"): Spec(examples=10),
     ("GET", "/api/v1/public/cases/<case_id>"): Spec(examples=30),
+    # the API's own description (OpenAPI, and its page): public
+    ("GET", "/api/v1/openapi.json"): Spec(examples=10, unauthorized=0),
+    ("GET", "/api/v1/docs"): Spec(examples=10, unauthorized=0),
+    # -- Open311 GeoReport v2: public, each in both formats (POST takes its api_key in a form)
+    **{(method, f"/open311/v2/{path}.{fmt}"): Spec(query=query, examples=15, unauthorized=0)
+       for method, path, query in (
+           ("GET", "discovery", {}), ("GET", "services", {}),
+           ("GET", "services/<service_code>", {}), ("POST", "requests", {}),
+           ("GET", "requests", {
+               "service_request_id": st.sampled_from(["20261123-000001", ",,", "x,y"]),
+               "service_code": st.sampled_from(["E0101", "E0402,C0601", "X9"]),
+               "status": st.sampled_from(["open", "closed", "open,closed", "x"]),
+               "start_date": st.sampled_from(["2026-11-01T00:00:00Z", "1970-01-01T00:00:00Z",
+                                              "yesterday"]),
+               "end_date": st.sampled_from(["2026-12-01T00:00:00+08:00", "2199-12-31T00:00Z"]),
+               "page": st.sampled_from(["1", "2", "0", "100000"]),
+               "page_size": st.sampled_from(["1", "100", "101"]),
+               "jurisdiction_id": st.sampled_from(["511802", "city.gov", ""])}),
+           ("GET", "requests/<case_id>", {}), ("GET", "tokens/<token>", {}))
+       for fmt in ("json", "xml")},
+    # -- intake, for admins: API keys and the audit log
+    ("POST", "/api/v1/keys"): Spec(
+        valid=({"client": "fuzz patrol app", "role": "patrol_app", "grid": DEMO_CELL},
+               {"client": "fuzz fire system", "role": "department", "department": "fire",
+                "rate_per_min": 60, "note": "模糊测试"},
+               {"client": "fuzz operator", "role": "operator", "grid": "511802001"},
+               {"client": "fuzz admin", "role": "admin", "rate_per_min": 0}),
+        schema=bodies.IssueKeyBody, examples=60),
+    ("GET", "/api/v1/keys"): Spec(query={
+        "revoked": st.sampled_from(["true", "false", "1", "0", "yes", "maybe"])}, examples=20),
+    ("POST", "/api/v1/keys/<key_id>/revoke"): Spec(examples=30),  # the victims' keys only
+    ("GET", "/api/v1/audit"): Spec(query={
+        "key_id": st.sampled_from(["0123456789ab", "x" * 17]),
+        "actor": st.sampled_from(["tests", "fuzz admin", "x" * 121]),
+        "action": st.sampled_from(["post_report", "issue_key", "revoke_key", "ack"]),
+        "target": st.sampled_from(["20261123-000001", ""]),
+        "outcome": st.sampled_from(["done", "denied", "maybe"]),
+        "since": st.sampled_from(["2026-11-01T00:00:00+08:00", "2026-11-23", "yesterday"]),
+        "until": st.sampled_from(["2099-01-01T00:00:00Z", "0001-01-01T00:00:00+14:00"]),
+        "page": st.sampled_from(["1", "2", "100000", "100001", "0"]),
+        "per_page": st.sampled_from(["1", "100", "500", "501"])}, examples=40),
 }
 ESCALATION_ENDPOINTS: dict[tuple[str, str], Spec] = {
-    ("GET", "/health"): Spec(examples=25),
+    ("GET", "/health"): Spec(examples=25, unauthorized=0),
     ("GET", "/metrics"): Spec(examples=10),
 }
 
@@ -186,8 +232,33 @@ class World:
     case_ids: list[str]
     extension_ids: list[int]
     task_ids: list[int]
+    key_ids: list[str]  # keys the fuzzing may revoke: never the ones it uses
     routes: dict[str, set[tuple[str, str]]]  # (method, url rule) of every HTTP entrypoint
+    admin: dict[str, str]  # the fuzzing's own admin key, as a header
+    metrics: dict[str, str]  # the scraper's token, as a header
+    bad: tuple[dict[str, str], ...]  # headers with no credential, or one to refuse
     last: Any = None  # intake's database after the last request, when known
+
+    def auth(self, rule: str) -> dict[str, str]:
+        """The credential a request to ``rule`` carries (the scraper's token on /metrics)."""
+        return self.metrics if rule == "/metrics" else self.admin
+
+
+def _bad_credentials(admin: str, metrics: str, revoked: str) -> tuple[dict[str, str], ...]:
+    """No credential, or one refused with a 401 wherever it is sent (the API keys' door
+    and the scraper's alike)."""
+    key_id = admin.split("_")[1]
+    unknown = f"gfk_{'0' * 12}_{'A' * 43}"
+    return (
+        {}, {"Authorization": ""}, {"Authorization": "Bearer"}, {"Authorization": "Bearer   "},
+        {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}, {"Authorization": "Bearer garbage"},
+        {"Authorization": "Bearer gfk_"}, {"Authorization": f"Bearer {unknown}"},
+        {"Authorization": f"Bearer gfk_{key_id}_{'B' * 43}"},  # a known key, a wrong secret
+        {"Authorization": f"Bearer {revoked}"}, {"X-Api-Key": revoked},
+        {"X-Api-Key": "garbage"}, {"Authorization": f"Token {admin}"},  # a wrong scheme
+        {"Authorization": "Bearer " + "A" * 3000},
+        {"Authorization": f"Bearer {admin}x"}, {"Authorization": f"Bearer {metrics}x"},
+    )
 
 
 @pytest.fixture
@@ -239,6 +310,15 @@ def world(
 
     case_ids = [c["case_id"] for c in (dispatched, resolved, pending, closed)]
     case_ids.append(duplicate["case_id"])
+    # the fuzzing's own admin key (no rate limit: hypothesis is quick), keys it may revoke,
+    # and one revoked already
+    admin = api.key("admin", rate_per_min=0)
+    victims = [post(api, "/api/v1/keys", {"client": f"victim {n}", "role": "patrol_app"},
+                    201)["key"]["key_id"] for n in range(2)]
+    revoked = post(api, "/api/v1/keys", {"client": "revoked", "role": "operator"}, 201)
+    post(api, f"/api/v1/keys/{revoked['key']['key_id']}/revoke", {})
+    metrics = service_config["GRIDFLOW_METRICS_TOKEN"]
+    settled([intake_state], quiet_s=0.3)
     return World(
         api=api,
         intake_url=f"http://127.0.0.1:{http_port}",
@@ -248,7 +328,11 @@ def world(
         extension_ids=[extension["id"]],
         task_ids=[t["id"] for c in (resolved, closed) for t in case_view(api, c["case_id"])
                   .get("tasks", [])],
+        key_ids=victims,
         routes=routes,
+        admin=bearer(admin),
+        metrics=bearer(metrics),
+        bad=_bad_credentials(admin, metrics, revoked["token"]),
     )
 
 
@@ -267,6 +351,9 @@ def _param_strategy(name: str, world: World, odd: bool) -> st.SearchStrategy[str
         "department": [*DEPARTMENTS, *ACTIONS],
         "extension_id": world.extension_ids,
         "task_id": world.task_ids,
+        "key_id": world.key_ids,
+        "service_code": ["E0402", "C0101"],  # Open311's
+        "token": ["o311-" + "0" * 32],
     }[name]
     known_values = st.sampled_from([str(k) for k in known])
     if not odd:
@@ -324,7 +411,30 @@ def requests_for(draw: Any, method: str, rule: str, spec: Spec, world: World) ->
         chunks = [data[i:i + 7] for i in range(0, len(data), 7)]
         data = iter(chunks)  # Transfer-Encoding: chunked
     verb = draw(st.sampled_from([method] * 19 + ["PUT", "DELETE", "PATCH", "GET", "POST"]))
+    headers.update(world.auth(rule))
     return Req(verb, f"{path}?{query}" if query else path, data, headers)
+
+
+@st.composite
+def unauthorized_for(draw: Any, method: str, rule: str, spec: Spec, world: World) -> Req:
+    """A request the gate must stop: the route's own method and known path values (what
+    routing lets through to the gate), any query, a small body; no credential or a bad
+    one."""
+    path = rule
+    for m in _PARAM.finditer(rule):
+        path = path.replace(m.group(0), path_segment(draw(_param_strategy(m.group(2), world,
+                                                                          odd=False))), 1)
+    query = draw(st.one_of(st.just(""), query_strings(spec.query).filter(
+        lambda q: len(q) < 2000)))
+    body = draw(st.one_of(st.none(), st.sampled_from(spec.valid or ({},)), json_values()))
+    # and each door's own credential at the other: an API key is no scraper's token
+    headers = draw(st.sampled_from([*world.bad, world.admin if rule == "/metrics"
+                                    else world.metrics]))
+    data = None
+    if body is not None:
+        data = encode(body, ascii_only=draw(st.booleans()))
+        headers = {**headers, "Content-Type": "application/json"}
+    return Req(method, f"{path}?{query}" if query else path, data, headers)
 
 
 @dataclass
@@ -356,7 +466,10 @@ def _check(world: World, req: Req, base: str, seen: Counter) -> None:
     assert "Traceback" not in r.text, (shown, r.text[:1000])
     if r.headers.get("Content-Type", "").startswith("application/json"):
         payload = r.json()  # well-formed JSON, whatever the input
-        if r.status_code >= 400:
+        if r.status_code >= 400 and isinstance(payload, list):  # Open311's [{code, description}]
+            assert req.url.startswith("/open311/") and payload and all(
+                set(e) == {"code", "description"} for e in payload), (shown, payload)
+        elif r.status_code >= 400:
             assert isinstance(payload.get("errors"), dict), (shown, payload)
     if r.status_code >= 400:
         after = world.state()
@@ -372,19 +485,41 @@ STATS = bool(os.environ.get("GRIDFLOW_FUZZ_STATS"))
 failures: list[str] = []
 
 
-def _fuzz(world: World, method: str, rule: str, spec: Spec, base: str) -> Counter:
-    seen: Counter = Counter()
+def _check_refused(world: World, req: Req, base: str, seen: Counter) -> None:
+    """No credential or a bad one: a 401 with its reason, nothing kept, no worker run."""
+    before = world.last if world.last is not None else world.state()
+    world.last = None
+    with requests.Session() as http:
+        r = http.request(req.method, f"{base}{req.url}", data=req.data, headers=req.headers,
+                         timeout=30)
+    seen[r.status_code] += 1
+    shown = repr(req)
+    assert r.status_code == 401, (shown, r.status_code, r.text[:1000])
+    assert r.headers.get("WWW-Authenticate", "").startswith("Bearer"), (shown, r.headers)
+    reason = r.json()["errors"]["_auth"]
+    assert reason and all(isinstance(t, str) and t for t in reason), (shown, r.text[:500])
+    after = world.state()
+    assert after == before, (shown, r.status_code, r.text[:500], diff(before, after))
+    world.last = after
 
-    @fuzz_settings(spec.examples)
-    @given(requests_for(method, rule, spec, world))
+
+def _fuzz(world: World, method: str, rule: str, spec: Spec, base: str, *,
+          unauthorized: bool = False) -> Counter:
+    seen: Counter = Counter()
+    check = _check_refused if unauthorized else _check
+    strategy = (unauthorized_for if unauthorized else requests_for)(method, rule, spec, world)
+
+    @fuzz_settings(spec.unauthorized if unauthorized else spec.examples)
+    @given(strategy)
     def run(req: Req) -> None:
         if KEEP_GOING:
             try:
-                _check(world, req, base, seen)
+                check(world, req, base, seen)
             except AssertionError as exc:
-                failures.append(f"{method} {rule}: {str(exc)[:1500]}")
+                failures.append(f"{method} {rule}{' (unauthorized)' if unauthorized else ''}: "
+                                f"{str(exc)[:1500]}")
             return
-        _check(world, req, base, seen)
+        check(world, req, base, seen)
 
     run()
     return seen
@@ -397,18 +532,24 @@ def test_every_http_endpoint_survives_fuzzing(world: World) -> None:
         f"{sorted(routes['intake'] ^ set(ENDPOINTS))}")
     assert routes["escalation"] == set(ESCALATION_ENDPOINTS), (
         f"fuzz these escalation routes: {sorted(routes['escalation'] ^ set(ESCALATION_ENDPOINTS))}")
+    failures.clear()
     statuses: dict[str, Counter] = {}
-    for (method, rule), spec in ENDPOINTS.items():
-        statuses[f"intake {method} {rule}"] = _fuzz(world, method, rule, spec, world.intake_url)
-    for (method, rule), spec in ESCALATION_ENDPOINTS.items():
-        statuses[f"escalation {method} {rule}"] = _fuzz(
-            world, method, rule, spec, world.escalation_url)
+    for service, endpoints, base in (("intake", ENDPOINTS, world.intake_url),
+                                     ("escalation", ESCALATION_ENDPOINTS, world.escalation_url)):
+        for (method, rule), spec in endpoints.items():
+            statuses[f"{service} {method} {rule}"] = _fuzz(world, method, rule, spec, base)
+            if spec.unauthorized:
+                statuses[f"{service} {method} {rule} (unauthorized)"] = _fuzz(
+                    world, method, rule, spec, base, unauthorized=True)
     if STATS:
         for name, seen in statuses.items():
             print(f"{name}: {dict(sorted(seen.items()))}")
     assert not failures, "\n\n".join(failures)
-    # the valid requests got through too: the fuzzing reached the handlers' rules
+    # the valid requests got through too: the fuzzing reached the handlers' rules (the admin
+    # key opened every route; the scraper's token the metrics)
     assert any(200 <= s < 300 for c in statuses.values() for s in c), statuses
+    for service in ("intake", "escalation"):
+        assert statuses[f"{service} GET /metrics"][200], statuses[f"{service} GET /metrics"]
     # and the services still work: a new report is taken
     r = world.api.post("/api/v1/reports", json=report("fz-after", "E0801"))
     assert r.status_code == 201, r.text

@@ -155,7 +155,7 @@ ENDPOINTS: dict[tuple[str, str], Spec] = {
     ("GET", "/"): Spec(examples=10, public=True),
     ("GET", "/static/<name>"): Spec(examples=60, anonymous=10, public=True),
     ("GET", "/health"): Spec(examples=10, public=True),
-    ("GET", "/metrics"): Spec(examples=10, public=True),
+    ("GET", "/metrics"): Spec(examples=10, public=True),  # the scraper's token, not a login
 }
 RESTOCKED = ("/api/dead-letters/replay", "/api/dead-letters/discard")
 
@@ -181,6 +181,7 @@ class World:
     anonymous: tuple[str | None, ...]  # cookies of nobody
     case_ids: list[str]
     routes: set[tuple[str, str]]
+    metrics_token: str  # what /metrics takes, as 'Authorization: Bearer'
     last: Any = None  # the monitor's tables after the last request, when known
 
 
@@ -268,7 +269,8 @@ def world(run_services: Any, service_config: dict[str, Any], api: Any,
                  auth.issue_token(b"not the secret", OPERATOR),
                  auth.issue_token(secret, OPERATOR, now=time.time() - 13 * 3600))
     yield World(base=base, state=state, parked=parked, park=park, cookie=cookie,
-                anonymous=anonymous, case_ids=case_ids, routes=_routes(monitor))
+                anonymous=anonymous, case_ids=case_ids, routes=_routes(monitor),
+                metrics_token=service_config["GRIDFLOW_METRICS_TOKEN"])
     conn.release()
 
 
@@ -390,6 +392,10 @@ def requests_for(method: str, rule: str, spec: Spec, world: World,
             verb, cookie = method, draw(st.sampled_from(world.anonymous))
         else:
             verb, cookie = draw(verbs), world.cookie
+        if rule == "/metrics":  # the scraper's token when logged in; none, or a wrong one
+            headers["Authorization"] = f"Bearer {world.metrics_token}" if not anonymous \
+                else draw(st.sampled_from(["", "Bearer", "Bearer wrong", f"Basic {cookie}",
+                                           f"Bearer {world.metrics_token}x"]))
         return Req(verb, f"{path}?{query}" if query else path, data, headers, cookie,
                    anonymous)
 
@@ -445,6 +451,9 @@ def _check(world: World, route: tuple[str, str], spec: Spec, req: Req, seen: Cou
     if req.anonymous and not spec.public:
         assert r.status_code == 401, (shown, r.status_code, r.text[:500])
         assert "log in" in r.json()["errors"]["_auth"][0], (shown, r.text[:500])
+    if req.anonymous and rule == "/metrics":
+        assert r.status_code == 401, (shown, r.status_code, r.text[:500])
+        assert r.headers.get("WWW-Authenticate", "").startswith("Bearer"), (shown, r.headers)
     if rule == "/static/<name>" and r.status_code == 200 and req.method == "GET":
         # only the page's own files, never anything outside services/monitor/web
         assert r.content in WEB_FILES.values(), (shown, r.content[:200])
@@ -558,9 +567,9 @@ def test_what_the_monitor_fuzzing_found_is_refused_and_keeps_nothing(monitor_alo
     # an operator's name that JSON must escape: the answer to the login was not JSON
     r = requests.post(f"{base}/api/login", json={"name": ODD_OPERATOR,
                                                  "password": ODD_PASSWORD}, timeout=10)
-    assert r.status_code == 200 and r.json() == {"operator": ODD_OPERATOR}, r.text
+    assert r.status_code == 200 and r.json()["operator"] == ODD_OPERATOR, r.text
     me = requests.get(f"{base}/api/me", cookies={COOKIE: r.cookies[COOKIE]}, timeout=10)
-    assert me.json() == {"operator": ODD_OPERATOR}
+    assert me.json()["operator"] == ODD_OPERATOR, me.text
 
 
 def _raw_get(base: str, path: str) -> tuple[int, bytes]:
