@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -142,6 +144,21 @@ class BaseUrlSession(requests.Session):
     def request(self, method: str, url: str, *a: Any, **kw: Any) -> requests.Response:
         kw.setdefault("timeout", 10)
         return super().request(method, self.base + url, *a, **kw)
+
+
+def stop_processes(procs: Iterable[Any], timeout: float = 20) -> None:
+    """SIGTERM every process still running, then wait; one that does not stop in
+    ``timeout`` is killed (its exit, -9, then shows as a bad one)."""
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]
 from common import pct, vhost  # noqa: E402
 
 from gridflow import PIPELINE  # noqa: E402
-from support import bearer, issue_key  # noqa: E402
+from support import bearer, issue_key, stop_processes  # noqa: E402
 
 API = "http://127.0.0.1:{port}"
 QUEUE = "dispatch.civil_affairs"
@@ -170,13 +169,7 @@ def main() -> int:
         )
         return 0 if received == args.count else 1
     finally:
-        for p in procs.values():
-            p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs.values())
         vhost(name, create=False, api=args.rabbit_api)
 
 

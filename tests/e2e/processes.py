@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
@@ -37,6 +36,9 @@ def session(token: str) -> requests.Session:
     return http
 
 
+from support import stop_processes  # noqa: E402
+
+
 class Processes:
     """The services as processes, and ``http``: a session holding an admin API key."""
 
@@ -57,15 +59,7 @@ class Processes:
         )
 
     def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()  # -9: reported as a bad exit
+        stop_processes(self.procs.values())  # one that will not stop: -9, a bad exit
 
     def logs(self) -> str:
         return "\n".join(

@@ -452,7 +452,8 @@ class Req:
                f"({len(data or b'')} bytes))"
 
 
-def _check(world: World, req: Req, base: str, seen: Counter) -> None:
+def _send(world: World, req: Req, base: str, seen: Counter) -> tuple[Any, Any, str]:
+    """The answer to ``req``, the database's state before it, and the request as shown."""
     # nothing but the fuzzed requests writes intake's database: the state after one request
     # is the state before the next
     before = world.last if world.last is not None else world.state()
@@ -461,7 +462,11 @@ def _check(world: World, req: Req, base: str, seen: Counter) -> None:
         r = http.request(req.method, f"{base}{req.url}", data=req.data, headers=req.headers,
                          timeout=30)
     seen[r.status_code] += 1
-    shown = repr(req)
+    return r, before, repr(req)
+
+
+def _check(world: World, req: Req, base: str, seen: Counter) -> None:
+    r, before, shown = _send(world, req, base, seen)
     assert r.status_code < 500, (shown, r.status_code, r.text[:1000])
     assert "Traceback" not in r.text, (shown, r.text[:1000])
     if r.headers.get("Content-Type", "").startswith("application/json"):
@@ -487,13 +492,7 @@ failures: list[str] = []
 
 def _check_refused(world: World, req: Req, base: str, seen: Counter) -> None:
     """No credential or a bad one: a 401 with its reason, nothing kept, no worker run."""
-    before = world.last if world.last is not None else world.state()
-    world.last = None
-    with requests.Session() as http:
-        r = http.request(req.method, f"{base}{req.url}", data=req.data, headers=req.headers,
-                         timeout=30)
-    seen[r.status_code] += 1
-    shown = repr(req)
+    r, before, shown = _send(world, req, base, seen)
     assert r.status_code == 401, (shown, r.status_code, r.text[:1000])
     assert r.headers.get("WWW-Authenticate", "").startswith("Bearer"), (shown, r.headers)
     reason = r.json()["errors"]["_auth"]

@@ -34,7 +34,7 @@ from gridflow.broker_users import (
 )
 from shared.amqp import topology
 from shared.reference import load_reference
-from support import RABBIT_API, delete_broker_users, get_messages, wait_for
+from support import RABBIT_API, delete_broker_users, get_messages, stop_processes, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 GUEST = ("guest", "guest")
@@ -355,15 +355,7 @@ def test_the_five_services_run_under_their_own_users(
         wait_for(beating, timeout=30, interval=0.5, what="a heartbeat of every service")
         assert all(p.poll() is None for p in procs.values()), log_text()
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs.values())
     text = log_text()
     assert "ACCESS_REFUSED" not in text and "refused for user" not in text, text
     assert "management API unavailable" not in text, text
