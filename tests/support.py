@@ -161,6 +161,17 @@ def stop_processes(procs: Iterable[Any], timeout: float = 20) -> None:
             p.wait()
 
 
+def stop_and_read(proc: Any, timeout: float = 40) -> str:
+    """SIGTERM a ``gridflow up`` (SIGKILL would leave its children running) and return
+    what it printed; killed only if it does not stop in ``timeout``."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=timeout)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -26,7 +25,7 @@ from processes import admin_key, distinct_ports, healthy, running, session
 from gridflow import PIPELINE
 from shared.clock import ScaledClock, working_morning
 from shared.reference import load_reference
-from support import wait_for
+from support import stop_and_read, wait_for
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,12 +176,7 @@ def test_up_runs_the_simulator_on_the_demo_clock_and_stops_it(amqp_uri_pika: str
         demo_now = ScaledClock(datetime.fromisoformat(saved["GRIDFLOW_CLOCK_START"]),
                                datetime.fromisoformat(saved["GRIDFLOW_CLOCK_EPOCH"]), 600).now()
     finally:
-        proc.send_signal(signal.SIGTERM)  # SIGKILL would leave its children running
-        try:
-            out = proc.communicate(timeout=40)[0].decode()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        out = stop_and_read(proc)
     assert proc.returncode == 0, out
     assert "Traceback" not in out, out
     assert re.search(r"started simulator\s+pid", out), out

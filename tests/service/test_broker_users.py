@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -34,7 +33,14 @@ from gridflow.broker_users import (
 )
 from shared.amqp import topology
 from shared.reference import load_reference
-from support import RABBIT_API, delete_broker_users, get_messages, stop_processes, wait_for
+from support import (
+    RABBIT_API,
+    delete_broker_users,
+    get_messages,
+    stop_and_read,
+    stop_processes,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 GUEST = ("guest", "guest")
@@ -375,12 +381,7 @@ def test_up_starts_each_service_as_its_own_user(
         wait_for(lambda: connected_users(vhost) == want, timeout=60, interval=0.5,
                  what="routing and notify connected as themselves (not guest)")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out = proc.communicate(timeout=40)[0].decode()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        out = stop_and_read(proc)
     assert proc.returncode == 0, out
     secrets = tmp_path / "var" / "secrets" / "broker-users.json"
     assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
