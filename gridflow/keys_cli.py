@@ -85,14 +85,16 @@ def _cli_audit(s: Any, action: str, target: str, detail: dict[str, Any]) -> None
 
 
 def _unknown_scope(grid: str | None, department: str | None) -> str | None:
+    from services.intake.keys import unknown_scope
     from shared.config import Settings
     from shared.reference import load_reference
 
     ref = load_reference(Settings.from_config({}).data_dir)
-    if grid and ref.grid.get(grid) is None:
-        return f"unknown grid code {grid}"
-    if department and department not in ref.catalogue.departments:
-        return f"unknown department {department} (known: {', '.join(ref.catalogue.departments)})"
+    unknown = unknown_scope(ref, grid, department)
+    if "grid" in unknown:
+        return unknown["grid"]
+    if "department" in unknown:
+        return f"{unknown['department']} (known: {', '.join(ref.catalogue.departments)})"
     return None
 
 

@@ -27,8 +27,9 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 PATROL_APP, DEPARTMENT, OPERATOR, ADMIN = "patrol_app", "department", "operator", "admin"
 ROLES = (PATROL_APP, DEPARTMENT, OPERATOR, ADMIN)
@@ -171,6 +172,25 @@ def in_grid(p: Principal, path: Iterable[str], what: str) -> None:
         return
     if p.grid not in set(path):
         raise forbidden(f"{what} is outside this key's grid {p.grid}")
+
+
+def narrowed_grid(p: Principal, requested: str | None,
+                  path_of: Callable[[str], Sequence[str]]) -> str | None:
+    """The grid filter a scoped key may use: its own subtree when it asked for none, 403
+    outside it. ``path_of``: a node code's codes from the root down (``GridRegistry``)."""
+    if p.grid is None or p.role not in (PATROL_APP, OPERATOR):
+        return requested
+    if requested is None:
+        return p.grid
+    in_grid(p, path_of(requested), f"grid {requested}")
+    return requested
+
+
+def narrowed(p: Principal, query: Mapping[str, Any],
+             path_of: Callable[[str], Sequence[str]]) -> dict[str, Any]:
+    """``query`` with its ``grid`` narrowed (``narrowed_grid``); none when it has none."""
+    grid = narrowed_grid(p, query.get("grid"), path_of)
+    return {**query, **({"grid": grid} if grid is not None else {})}
 
 
 def for_department(p: Principal, department: str) -> None:

@@ -98,7 +98,7 @@ class AdminApi:
     def _known_scope(self, body: dict[str, Any]) -> None:
         from marshmallow import ValidationError
 
-        if body.get("grid") and self.ref.grid.get(body["grid"]) is None:
-            raise ValidationError({"grid": [f"unknown grid code {body['grid']}"]})
-        if body.get("department") and body["department"] not in self.ref.catalogue.departments:
-            raise ValidationError({"department": [f"unknown department {body['department']}"]})
+        unknown = keys.unknown_scope(self.ref, body.get("grid"), body.get("department"))
+        if unknown:
+            field, message = next(iter(unknown.items()))
+            raise ValidationError({field: [message]})

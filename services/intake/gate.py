@@ -23,7 +23,6 @@ from shared.clock import utcnow
 from shared.config import setting
 from shared.extensions.auth import AUDIT_WRITER, PRINCIPAL, Authenticator, source_of
 from shared.extensions.store import Store
-from shared.grid import GridRegistry
 
 from . import keys
 
@@ -145,16 +144,6 @@ def _entry(request: Request, p: Principal, entrypoint: str, outcome: str,
 
 
 # -- scope checks in the handlers ---------------------------------------------------------
-def narrowed_grid(p: Principal, grid: GridRegistry, requested: str | None) -> str | None:
-    """The grid filter a scoped key may use: its own subtree when it asked for none."""
-    if p.grid is None or p.role not in (access.PATROL_APP, access.OPERATOR):
-        return requested
-    if requested is None:
-        return p.grid
-    access.in_grid(p, grid.path_codes(requested), f"grid {requested}")
-    return requested
-
-
 def narrowed_department(p: Principal, requested: str | None) -> str | None:
     if p.role != access.DEPARTMENT:
         return requested

@@ -61,6 +61,17 @@ def key_view(row: Any) -> dict[str, Any]:
     }
 
 
+def unknown_scope(ref: Any, grid: str | None, department: str | None) -> dict[str, str]:
+    """What a key's scope names that the reference data (``ReferenceData``) does not
+    know, by field."""
+    out = {}
+    if grid and ref.grid.get(grid) is None:
+        out["grid"] = f"unknown grid code {grid}"
+    if department and department not in ref.catalogue.departments:
+        out["department"] = f"unknown department {department}"
+    return out
+
+
 def issue(session: Session, *, client: str, role: str, grid: str | None = None,
           department: str | None = None, rate_per_min: int | None = None, note: str = "",
           by: str, now: datetime) -> tuple[dict[str, Any], str]:

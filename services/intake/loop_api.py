@@ -65,11 +65,10 @@ def decode_amqp_response(message: Any) -> Event:
 def _audit_response(session: Session, ev: Event) -> None:
     """A department's answer over AMQP in the audit log. Its department is the routing
     key's, which the broker lets only that department's user publish (topic permissions)."""
-    department = ev.data["department"]
+    department, action = ev.data["department"], ev.type.removeprefix(RESPONSE_PREFIX)
     keys.record(session, at=utcnow(), actor=f"department:{department}", role=access.DEPARTMENT,
-                action=ev.type.removeprefix(RESPONSE_PREFIX), target=ev.case_id,
-                outcome="done", via="amqp", source=RESPONSES_QUEUE,
-                route=f"{department}.{ev.type.removeprefix(RESPONSE_PREFIX)}",
+                action=action, target=ev.case_id, outcome="done", via="amqp",
+                source=RESPONSES_QUEUE, route=f"{department}.{action}",
                 detail={"message_id": ev.event_id, "actor": ev.data.get("actor", "")})
 
 

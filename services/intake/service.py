@@ -45,7 +45,7 @@ from .access import load, load_many, optional_json
 from .admin_api import AdminApi
 from .cases import Case, CaseState, Extension, TransitionError
 from .duplicates import Candidate, nearest, place_of
-from .gate import ApiKeyGate, narrowed_department, narrowed_grid
+from .gate import ApiKeyGate, narrowed_department
 from .loop_api import LoopApi
 from .measures import (
     DEFAULT_TOP,
@@ -279,7 +279,7 @@ class IntakeService(LoopApi, AdminApi, Open311Api, OpenApiDocs, Observed):
             return self._shown(views.list_cases(
                 s,
                 state=q.get("state"),
-                grid=narrowed_grid(self.access, self.ref.grid, q.get("grid")),
+                grid=access.narrowed_grid(self.access, q.get("grid"), self.ref.grid.path_codes),
                 department=narrowed_department(self.access, q.get("department")),
                 page=q["page"],
                 per_page=q["per_page"],
@@ -353,9 +353,7 @@ class IntakeService(LoopApi, AdminApi, Open311Api, OpenApiDocs, Observed):
     def _http_filters(self, schema: type[Schema], request: Request) -> tuple[Filters, dict]:
         raw = request.args.to_dict()
         if self.access is not None:  # a scoped key looks at its own subtree
-            grid = narrowed_grid(self.access, self.ref.grid, raw.get("grid"))
-            if grid is not None:
-                raw["grid"] = grid
+            raw = access.narrowed(self.access, raw, self.ref.grid.path_codes)
         try:
             return self._filters(schema, raw)
         except InvalidFilters as exc:
@@ -501,10 +499,7 @@ class IntakeService(LoopApi, AdminApi, Open311Api, OpenApiDocs, Observed):
     def _ledger_query(self, request: Request) -> dict[str, Any]:
         q = bodies.SupervisionQuery().load(request.args.to_dict())
         assert self.access is not None
-        grid = narrowed_grid(self.access, self.ref.grid, q.get("grid"))
-        if grid is not None:
-            q["grid"] = grid
-        return q
+        return access.narrowed(self.access, q, self.ref.grid.path_codes)
 
     def _ledger(self, **filters: Any) -> dict[str, Any]:
         try:

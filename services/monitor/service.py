@@ -43,6 +43,7 @@ from shared.extensions.http import (
 from shared.extensions.observability import Observed
 from shared.extensions.store import Store
 from shared.extensions.ticker import ticker
+from shared.private_files import read_or_create
 
 from . import auth, bodies, records
 from . import deadletters as dl
@@ -91,12 +92,7 @@ class Console(DependencyProvider):
         """The key that signs sessions: configured, or one kept in var/ across restarts."""
         if configured:
             return str(configured).encode()
-        path = var_dir / "monitor.secret"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_hex(32))
-            path.chmod(0o600)
-        return path.read_text().strip().encode()
+        return read_or_create(var_dir / "monitor.secret", lambda: secrets.token_hex(32)).encode()
 
     def get_dependency(self, worker_ctx: Any) -> Console:
         return self
@@ -270,12 +266,7 @@ class MonitorService(Observed):
     # -- what a scoped operator may see and do (shared.access) ----------------------------
     def _grid_filter(self, who: auth.Session, q: dict[str, Any]) -> dict[str, Any]:
         """Its own subtree when it asked for none; 403 outside it."""
-        if who.grid is None:
-            return q
-        if q.get("grid") is None:
-            return {**q, "grid": who.grid}
-        access.in_grid(who.principal, self.ref.grid.path_codes(q["grid"]), f"grid {q['grid']}")
-        return q
+        return access.narrowed(who.principal, q, self.ref.grid.path_codes)
 
     def _letter_queues(self, who: auth.Session) -> list[str] | None:
         """The dead-letter queues an operator's tiers cover (None: all): a scoped operator
