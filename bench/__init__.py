@@ -1,0 +1,1 @@
+"""Benchmarks run by hand (not by pytest): bench/raw_chain.py, …"""
