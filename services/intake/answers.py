@@ -41,6 +41,27 @@ class ReportAnswer(Answer):
     duplicate_of = fields.String()
 
 
+class BulkItemAnswer(Answer):
+    """One report of a bulk request: ``status`` is what ``POST /api/v1/reports`` would have
+    answered it (201, 200, or 4xx with ``errors`` naming the fields)."""
+
+    index = fields.Integer(required=True)
+    status = fields.Integer(required=True)
+    case_id = fields.String()
+    created = fields.Boolean()
+    state = fields.String()
+    links = fields.Nested(Links)
+    duplicate_of = fields.String()
+    errors = fields.Dict()
+
+
+class BulkAnswer(Answer):
+    results = fields.List(fields.Nested(BulkItemAnswer), required=True)
+    created = fields.Integer(required=True)
+    existing = fields.Integer(required=True)
+    rejected = fields.Integer(required=True)
+
+
 class Deadlines(Answer):
     report_in = _when(False)
     resolve = _when(False)

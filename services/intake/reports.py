@@ -22,6 +22,7 @@ from shared.reference import ReferenceData
 from shared.responses import NOT_BLANK
 
 FUTURE_SKEW = timedelta(minutes=5)
+MAX_BULK = 200  # reports in one bulk request (a shift's worth for a patrol app offline)
 
 
 class ReporterBody(Schema):
@@ -84,6 +85,29 @@ def body_fingerprint(raw: Any) -> str:
     """A stable hash of the posted JSON, to tell a retry from a different report."""
     canonical = json.dumps(raw, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class BulkBody(Schema):
+    """Many reports in one request, for a patrol app that syncs after being offline. Each
+    item is a report as ``POST /api/v1/reports`` takes it and is judged on its own: the
+    valid ones are stored (in one transaction), each invalid one is answered with its
+    errors, and a ``report_id`` sent before answers its case again."""
+
+    class Meta:
+        unknown = RAISE
+
+    reports = fields.List(
+        fields.Raw(metadata={"description": "a report, as POST /api/v1/reports takes it"}),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_BULK),
+    )
+
+
+def bulk_item(raw: Any) -> dict[str, Any]:
+    """One item of a bulk request as a valid report body, or ValidationError."""
+    if not isinstance(raw, dict):
+        raise ValidationError({"_item": ["expected a JSON object: a report"]})
+    return ReportBody().load(raw)
 
 
 def summarise(body: dict[str, Any], ref: ReferenceData, now: datetime) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import eventlet
 from marshmallow import Schema, ValidationError
@@ -82,6 +82,14 @@ PIPELINE: dict[str, Callable[[Case, dict[str, Any]], None]] = {
 }
 
 
+class TakenReport(NamedTuple):
+    """A report that passed validation: its body, its case summary, its body's hash."""
+
+    body: dict[str, Any]
+    summary: dict[str, Any]
+    fingerprint: str
+
+
 class IntakeService(LoopApi, AdminApi, Open311Api, OpenApiDocs, Observed):
     name = "intake"
 
@@ -100,69 +108,115 @@ class IntakeService(LoopApi, AdminApi, Open311Api, OpenApiDocs, Observed):
         raw = read_json(request)
         body = reports.ReportBody().load(raw)
         now = self.clock.now()
+        report = self._checked(body, raw, now)
+        try:
+            with self.db.transaction() as tx:
+                return self._take(tx, report, now)
+        except IntegrityError:  # the same report_id raced in; it is there now
+            with self.db.transaction() as tx:
+                return self._take(tx, report, now)
+
+    @json_http("POST", "/api/v1/reports/bulk", action="report.create", body=reports.BulkBody,
+               responses={200: answers.BulkAnswer},
+               summary="Raise many reports at once (a patrol app syncing after being offline)")
+    def post_reports(self, request: Request) -> dict[str, Any]:
+        """Every item is judged on its own; the valid ones are stored in one transaction,
+        so a bulk of a hundred costs one commit, not a hundred."""
+        items = reports.BulkBody().load(read_json(request))["reports"]
+        now = self.clock.now()
+        results: dict[int, dict[str, Any]] = {}
+        taken: list[tuple[int, TakenReport]] = []
+        for index, raw in enumerate(items):
+            try:
+                taken.append((index, self._checked(reports.bulk_item(raw), raw, now)))
+            except ValidationError as exc:
+                results[index] = {"index": index, "status": 422, "errors": exc.messages}
+            except access.AccessDenied as exc:
+                results[index] = {"index": index, "status": exc.status,
+                                  "errors": {"_auth": [exc.reason]}}
+        for attempt in (1, 2):
+            stored: dict[int, dict[str, Any]] = {}
+            try:
+                with self.db.transaction() as tx:
+                    for index, report in taken:
+                        try:
+                            status, out = self._take(tx, report, now)
+                        except Conflict as exc:
+                            stored[index] = {"index": index, "status": exc.status,
+                                             "errors": exc.errors}
+                        else:
+                            stored[index] = {"index": index, "status": status, **out}
+                break
+            except IntegrityError:  # a report_id raced in: the second try finds it
+                if attempt == 2:
+                    raise
+        results.update(stored)
+        ordered = [results[i] for i in range(len(items))]
+        return {
+            "results": ordered,
+            "created": sum(1 for r in ordered if r["status"] == 201),
+            "existing": sum(1 for r in ordered if r["status"] == 200),
+            "rejected": sum(1 for r in ordered if r["status"] >= 400),
+        }
+
+    def _checked(self, body: dict[str, Any], raw: dict[str, Any], now: Any) -> TakenReport:
+        """A valid report body resolved against the district, within the key's grid."""
         summary = reports.summarise(body, self.ref, now)
         cell = summary["location"]["grid_code"]
         if self.access is not None:
             access.in_grid(self.access, self.ref.grid.path_codes(cell), f"the report's cell {cell}")
-        fingerprint = reports.body_fingerprint(raw)
-        try:
-            return self._register(body, summary, fingerprint, now)
-        except IntegrityError:  # the same report_id raced in; it is there now
-            return self._register(body, summary, fingerprint, now)
+        return TakenReport(body, summary, reports.body_fingerprint(raw))
 
-    def _register(
-        self, body: dict[str, Any], summary: dict[str, Any], fingerprint: str, now: Any
-    ) -> tuple[int, dict[str, Any]]:
-        with self.db.transaction() as tx:
-            s = tx.session
-            existing = s.scalars(
-                select(Report).where(Report.report_id == body["report_id"])
-            ).first()
-            if existing is not None:
-                if existing.fingerprint != fingerprint:
-                    raise Conflict(
-                        {
-                            "report_id": [
-                                f"already used for case {existing.case_id} with a different body"
-                            ]
-                        }
-                    )
-                state = s.scalar(select(cases.c.state).where(cases.c.case_id == existing.case_id))
-                return 200, {"case_id": existing.case_id, "created": False, "state": state}
-            report = Report(
-                report_id=body["report_id"], case_id="", fingerprint=fingerprint, received_at=now
-            )
-            s.add(report)
-            s.flush()
-            local = now.astimezone(self.ref.calendar.tz)
-            report.case_id = case_id = f"{local:%Y%m%d}-{report.seq:06d}"
-            loc = summary["location"]
-            case = Case(
-                case_id,
-                category=summary["category"],
-                grid_code=loc["grid_code"],
-                building_code=loc["building_code"],
-                lat=loc["lat"],
-                lng=loc["lng"],
-                description=summary["description"],
-                reporter=summary["reporter"],
-                media_urls=summary["media_urls"],
-                occurred_at=summary["occurred_at"],
-                reported_at=now,
-                severity=summary["severity"],
-            )
-            s.add(case)
-            original = self._original_of(s, case, now)
-            if original is not None:
-                found, distance = original
-                case.mark_duplicate(found.case_id, distance, now)
-                found.attach(case_id, case.reporter, body["report_id"], now)
-                self._save(tx, found, now)
-            else:
-                tx.emit(make_event("case.reported", case_id,
-                                   {"report_id": body["report_id"], "case": summary},
-                                   producer=self.name, at=now))
-            self._save(tx, case, now)
+    def _take(self, tx: UnitOfWork, report: TakenReport, now: Any) -> tuple[int, dict[str, Any]]:
+        """Store one report in ``tx``: a new case (201), or the case it made before (200);
+        Conflict when its report_id was used with another body."""
+        body, summary = report.body, report.summary
+        s = tx.session
+        existing = s.scalars(select(Report).where(Report.report_id == body["report_id"])).first()
+        if existing is not None:
+            if existing.fingerprint != report.fingerprint:
+                raise Conflict(
+                    {
+                        "report_id": [
+                            f"already used for case {existing.case_id} with a different body"
+                        ]
+                    }
+                )
+            state = s.scalar(select(cases.c.state).where(cases.c.case_id == existing.case_id))
+            return 200, {"case_id": existing.case_id, "created": False, "state": state}
+        row = Report(report_id=body["report_id"], case_id="", fingerprint=report.fingerprint,
+                     received_at=now)
+        s.add(row)
+        s.flush()
+        local = now.astimezone(self.ref.calendar.tz)
+        row.case_id = case_id = f"{local:%Y%m%d}-{row.seq:06d}"
+        loc = summary["location"]
+        case = Case(
+            case_id,
+            category=summary["category"],
+            grid_code=loc["grid_code"],
+            building_code=loc["building_code"],
+            lat=loc["lat"],
+            lng=loc["lng"],
+            description=summary["description"],
+            reporter=summary["reporter"],
+            media_urls=summary["media_urls"],
+            occurred_at=summary["occurred_at"],
+            reported_at=now,
+            severity=summary["severity"],
+        )
+        s.add(case)
+        original = self._original_of(s, case, now)
+        if original is not None:
+            found, distance = original
+            case.mark_duplicate(found.case_id, distance, now)
+            found.attach(case_id, case.reporter, body["report_id"], now)
+            self._save(tx, found, now)
+        else:
+            tx.emit(make_event("case.reported", case_id,
+                               {"report_id": body["report_id"], "case": summary},
+                               producer=self.name, at=now))
+        self._save(tx, case, now)
         out = {
             "case_id": case_id,
             "created": True,

@@ -37,7 +37,8 @@ class ManagementApi:
     """RabbitMQ's HTTP management API, with the broker user's credentials."""
 
     def __init__(self, amqp_uri: str, url: str | None = None) -> None:
-        parsed = urllib.parse.urlparse(amqp_uri)
+        # a failover list (``amqp://a/vh;amqp://b/vh``, as kombu takes it): the first node
+        parsed = urllib.parse.urlparse(amqp_uri.split(";", 1)[0])
         self.url = (url or f"http://{parsed.hostname or '127.0.0.1'}:15672").rstrip("/")
         self.vhost = urllib.parse.unquote(parsed.path[1:]) if parsed.path[1:] else "/"
         user = urllib.parse.unquote(parsed.username or "guest")

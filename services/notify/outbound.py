@@ -51,10 +51,42 @@ def follower(session: Session, case_id: str, key: str) -> fb.Follower | None:
 
 
 def save_follower(session: Session, case_id: str, f: fb.Follower, now: datetime) -> None:
-    session.merge(FollowerRow(
+    session.merge(_row(case_id, f, now))
+
+
+def _row(case_id: str, f: fb.Follower, now: datetime) -> FollowerRow:
+    return FollowerRow(
         case_id=case_id, key=f.key, reporter=dict(f.reporter), report_id=f.report_id,
         duplicate_case_id=f.duplicate_case_id, since=f.since, until=f.until, updated_at=now,
-    ))
+    )
+
+
+class BatchFollowers:
+    """The followers of a batch's cases, read in one query; ``save`` adds or updates one
+    without reading again (``save_follower`` reads per call, and flushes the session)."""
+
+    def __init__(self, session: Session, case_ids: Iterable[str]) -> None:
+        self.session = session
+        self.rows: dict[str, dict[str, FollowerRow]] = {i: {} for i in case_ids}
+        for row in session.scalars(
+            select(FollowerRow).where(FollowerRow.case_id.in_(sorted(self.rows)))
+        ):
+            self.rows[row.case_id][row.key] = row
+
+    def save(self, case_id: str, f: fb.Follower, now: datetime) -> None:
+        rows = self.rows.setdefault(case_id, {})
+        new = _row(case_id, f, now)
+        row = rows.get(f.key)
+        if row is None:
+            self.session.add(new)
+            rows[f.key] = new
+            return
+        for attr in ("reporter", "report_id", "duplicate_case_id", "since", "until",
+                     "updated_at"):
+            setattr(row, attr, getattr(new, attr))
+
+    def of(self, case_id: str) -> list[fb.Follower]:
+        return [_follower(r) for r in self.rows.get(case_id, {}).values()]
 
 
 # -- writing ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import eventlet
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
+from sqlalchemy import select
 from werkzeug.wrappers import Request
 
 from shared.amqp.topology import DISPATCH_EXCHANGE
@@ -93,18 +94,30 @@ class NotifyService(Observed):
     def on_routed(self, events: list[Event]) -> None:
         now = self.clock.now()
         with self.db.transaction() as tx:
-            for ev in tx.fresh(events, "notify.on_routed"):
+            fresh = tx.fresh(events, "notify.on_routed")
+            if not fresh:
+                return
+            # the batch's snapshots and followers in two queries, not two per event
+            case_ids = {ev.case_id for ev in fresh}
+            snapshots = {s.case_id: s for s in tx.session.scalars(
+                select(CaseSnapshot).where(CaseSnapshot.case_id.in_(sorted(case_ids))))}
+            followers = outbound.BatchFollowers(tx.session, case_ids)
+            for ev in fresh:
                 self.ref.catalogue.check_assignments(ev.data["assignments"])
-                snapshot = tx.session.merge(CaseSnapshot(
-                    case_id=ev.case_id, summary=_SUMMARY.dump(ev.data["case"]),
-                    tier=ev.data["tier"], lead=dispatch.lead_of(ev.data["assignments"]),
-                    updated_at=now,
-                ))
+                fields = {"summary": _SUMMARY.dump(ev.data["case"]), "tier": ev.data["tier"],
+                          "lead": dispatch.lead_of(ev.data["assignments"]), "updated_at": now}
+                snapshot = snapshots.get(ev.case_id)
+                if snapshot is None:
+                    snapshot = snapshots[ev.case_id] = CaseSnapshot(case_id=ev.case_id, **fields)
+                    tx.session.add(snapshot)
+                else:
+                    for attr, value in fields.items():
+                        setattr(snapshot, attr, value)
                 msgs = dispatch.assignment_messages(ev.data, self.public_url, ev.case_id)
                 self._deliver_all(tx, ev, msgs, now)
-                outbound.save_follower(tx.session, ev.case_id, fb.original(
+                followers.save(ev.case_id, fb.original(
                     ev.data["case"]["reporter"], ev.data["routed_at"]), now)
-                self._tell_reporters(tx, ev, snapshot, now)
+                self._tell_reporters(tx, ev, snapshot, now, only=followers.of(ev.case_id))
 
     @event_handler("assignments.added")
     def on_added(self, events: list[Event]) -> None:
