@@ -99,6 +99,10 @@ ENDPOINTS: dict[tuple[str, str], Spec] = {
                 "lat": 29.9725, "lng": 102.9975},
                report("fz-r4", "E0801", media_urls=PHOTO)),
         schema=reports.ReportBody, examples=120),
+    ("POST", "/api/v1/reports/bulk"): Spec(
+        valid=({"reports": [report("fz-b1", "E0801"), report("fz-b2", "E0802")]},
+               {"reports": [report("fz-b3", "E0801", severity="urgent"), {"x": 1}, 7]}),
+        schema=reports.BulkBody, examples=60),
     ("POST", "/api/v1/cases/<case_id>/unlink"): Spec(
         valid=({"by": COMMUNITY, "reason": "不是同一处"},), schema=bodies.UnlinkBody),
     ("GET", "/api/v1/categories"): Spec(examples=15),

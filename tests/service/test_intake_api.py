@@ -22,11 +22,20 @@ from services.intake.service import IntakeService
 from services.notify.service import NotifyService
 from services.routing.service import RoutingService
 from shared.clock import FakeClock
-from support import DEMO_BUILDING, DEMO_CELL, get_messages, message_json, report, wait_for
+from support import (
+    DEMO_BUILDING,
+    DEMO_CELL,
+    bearer,
+    get_messages,
+    message_json,
+    report,
+    wait_for,
+)
 
 ROUTING_QUEUE = "gridflow.routing"
 STREET = "511802001"  # 青江街道
 OTHER_STREET = "511802002"  # 河北街道
+OTHER_CELL = "511802001001201"  # a cell of 桐梓林社区 outside DEMO_CELL's area
 COMMUNITY = "511802001001"  # 桐梓林社区
 INSIDE_TONGGONG = {"lat": 29.9725, "lng": 102.9975}  # inside 通工小区, between its buildings
 
@@ -255,6 +264,76 @@ def test_invalid_reports_are_rejected_naming_the_field_and_nothing_is_kept(
     assert total_cases(api) == 0
     assert published.report_ids() == []
     assert published.until_marker(api, "marker") == []  # nothing was on its way either
+
+
+def test_bulk_stores_the_valid_reports_answers_each_one_and_publishes_once(
+    intake: Any, api: requests.Session, published: Published
+) -> None:
+    a, b = report("b-1", "E0801"), report("b-2", "C0101")
+    body = {"reports": [a, b, a, {**a, "description": "另一件事"},
+                        report("b-3", "ZZZ"), 7, {**report("b-4"), "extra": 1}]}
+    r = api.post("/api/v1/reports/bulk", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [x["status"] for x in out["results"]] == [201, 201, 200, 409, 422, 422, 422]
+    assert [x["index"] for x in out["results"]] == list(range(7))
+    first, second, again, conflict, unknown, not_object, extra = out["results"]
+    assert again["case_id"] == first["case_id"] and again["created"] is False
+    assert second["case_id"] != first["case_id"]
+    assert first["case_id"] in conflict["errors"]["report_id"][0]
+    assert "unknown category 'ZZZ'" in unknown["errors"]["category"][0]
+    assert not_object["errors"] == {"_item": ["expected a JSON object: a report"]}
+    assert extra["errors"] == {"extra": ["Unknown field."]}
+    assert (out["created"], out["existing"], out["rejected"]) == (2, 1, 4)
+    assert total_cases(api) == 2
+    assert published.until_marker(api, "marker") == ["b-1", "b-2"]
+    # the same bulk again changes nothing: every report answers its case
+    again = api.post("/api/v1/reports/bulk", json={"reports": [a, b]}).json()
+    assert [x["status"] for x in again["results"]] == [200, 200]
+    assert total_cases(api) == 3  # with the marker
+
+
+def test_bulk_finds_duplicates_within_itself_and_is_one_audited_request(
+    intake: Any, api: requests.Session, published: Published
+) -> None:
+    r = api.post("/api/v1/reports/bulk", json={"reports": [report("d-1"), report("d-2")]})
+    first, second = r.json()["results"]
+    assert (first["status"], second["status"]) == (201, 201)
+    assert second["duplicate_of"] == first["case_id"]  # the same lane, minutes apart
+    assert published.until_marker(api, "marker") == ["d-1"]  # a duplicate is not routed
+    entries = api.get("/api/v1/audit?action=post_reports").json()["entries"]
+    assert len(entries) == 1 and entries[0]["outcome"] == "done"
+
+
+@pytest.mark.parametrize("body, field, reason", [
+    ({"reports": []}, "reports", "Length must be between 1 and 200."),
+    ({"reports": [report(f"n-{i}") for i in range(201)]}, "reports",
+     "Length must be between 1 and 200."),
+    ({"reports": report("n-x")}, "reports", "Not a valid list."),
+    ({}, "reports", "Missing data for required field."),
+    ({"reports": [report("n-y")], "more": 1}, "more", "Unknown field."),
+])
+def test_a_bulk_that_is_not_a_list_of_reports_is_refused_whole(
+    intake: Any, api: requests.Session, published: Published, body: Any, field: str,
+    reason: str,
+) -> None:
+    r = api.post("/api/v1/reports/bulk", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][field] == [reason]
+    assert total_cases(api) == 0
+    assert published.until_marker(api, "marker") == []
+
+
+def test_a_patrol_apps_bulk_keeps_to_its_grid(
+    intake: Any, api: requests.Session, published: Published
+) -> None:
+    patrol = bearer(api.key("patrol_app", grid="5118020010011"))  # DEMO_CELL's area
+    inside, outside = report("p-1", "E0801"), report("p-2", "E0801", grid_code=OTHER_CELL)
+    r = api.post("/api/v1/reports/bulk", json={"reports": [inside, outside]}, headers=patrol)
+    ok, refused = r.json()["results"]
+    assert ok["status"] == 201
+    assert refused["status"] == 403 and OTHER_CELL in refused["errors"]["_auth"][0]
+    assert published.until_marker(api, "marker") == ["p-1"]
 
 
 def test_body_over_256_kb_is_rejected_with_413(
