@@ -45,9 +45,11 @@ def escalation_engine(url: str) -> Engine:
 
 
 def seed(engine: Engine, count: int, first_due: datetime, spacing: timedelta,
-         *, category: str = "E0101", start: int = 0, chunk: int = 5000) -> None:
-    """``count`` routed cases, one assignment each: a running report-in clock due at
-    ``first_due + i * spacing`` and a running resolve clock a day after it."""
+         *, category: str = "E0101", start: int = 0, chunk: int = 5000,
+         departments: tuple[str, ...] = (DEPARTMENT,)) -> None:
+    """``count`` routed cases, an assignment for each of ``departments``: a running
+    report-in clock due at ``first_due + i * spacing`` and a running resolve clock a day
+    after it (the departments' clocks of a case fall due together)."""
     ref = load_reference(DEMO)
     cat = ref.catalogue.get(category)
     assert cat is not None
@@ -64,10 +66,12 @@ def seed(engine: Engine, count: int, first_due: datetime, spacing: timedelta,
             cases.append({"case_id": case_id, "grid_code": CELL, "step": 0,
                           "tier": tier["tier"], "tier_code": tier["code"], "escalations": 0,
                           "policy": snapshot, "updated_at": first_due})
-            for kind, at in (("report_in", due), ("resolve", due + timedelta(days=1))):
-                clocks.append({"case_id": case_id, "department": DEPARTMENT, "role": "lead",
-                               "kind": kind, "state": "running", "due_at": at, "step": 0,
-                               "repeats": 0, "working": False, "fired": 0, "version": 1})
+            for n, department in enumerate(departments):
+                for kind, at in (("report_in", due), ("resolve", due + timedelta(days=1))):
+                    clocks.append({"case_id": case_id, "department": department,
+                                   "role": "assist" if n else "lead", "kind": kind,
+                                   "state": "running", "due_at": at, "step": 0, "repeats": 0,
+                                   "working": False, "fired": 0, "version": 1})
         with engine.begin() as conn:
             conn.execute(insert(CaseRow), cases)
             conn.execute(insert(Clock), clocks)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shared.events import Event, make_event
@@ -40,6 +40,25 @@ class Engine:
         self.ref = ref
         self.producer = producer
         self.skip_locked = claim_with_skip_locked
+        # a batch's cases and clocks, read by ``preload`` in two queries
+        self._cases: dict[str, CaseRow] | None = None
+        self._clocks: dict[str, dict[tuple[str, str], Clock]] = {}
+
+    def preload(self, session: Session, case_ids: Iterable[str]) -> None:
+        """Read the rows of a batch's cases at once, so that handling its events one by one
+        reads nothing more: no query per event, and no flush of the session before each
+        (the inserts of the whole batch then go out together at commit)."""
+        ids = sorted(set(case_ids))
+        self._cases = {c.case_id: c for c in session.scalars(
+            select(CaseRow).where(CaseRow.case_id.in_(ids)))}
+        self._clocks = {i: {} for i in ids}
+        for c in session.scalars(select(Clock).where(Clock.case_id.in_(ids))):
+            self._clocks[c.case_id][(c.department, c.kind)] = c
+
+    def _case(self, session: Session, case_id: str) -> CaseRow | None:
+        if self._cases is not None and case_id in self._clocks:
+            return self._cases.get(case_id)
+        return session.get(CaseRow, case_id)
 
     def _emit(self, tx: UnitOfWork, type_: str, case_id: str, data: dict[str, Any],
               now: datetime) -> None:
@@ -54,12 +73,15 @@ class Engine:
         d = ev.data
         self.ref.catalogue.check_assignments(d["assignments"])
         snapshot = d["policy"]
-        if tx.session.get(CaseRow, ev.case_id) is None:
-            tx.session.add(CaseRow(
+        if self._case(tx.session, ev.case_id) is None:
+            row = CaseRow(
                 case_id=ev.case_id, grid_code=d["case"]["location"]["grid_code"], step=0,
                 tier=d["tier"]["tier"], tier_code=d["tier"]["code"], escalations=0,
                 policy=snapshot, updated_at=now,
-            ))
+            )
+            tx.session.add(row)
+            if self._cases is not None:
+                self._cases[ev.case_id] = row
         first = snapshot["steps"][0]
         working = rules.working_units(first["report_in"], first["resolve"])
         self._start_clocks(tx.session, ev.case_id, rules.plans_for(d["assignments"], 0, working))
@@ -81,15 +103,18 @@ class Engine:
             self._start_clocks(tx.session, ev.case_id, rules.plans_for([a], case.step, working))
 
     def _start_clocks(self, session: Session, case_id: str, plans: Sequence[rules.ClockPlan]):
-        existing = {
-            (c.department, c.kind): c
-            for c in session.scalars(select(Clock).where(Clock.case_id == case_id))
-        }
+        existing = self._clocks.get(case_id)
+        if existing is None:
+            existing = {
+                (c.department, c.kind): c
+                for c in session.scalars(select(Clock).where(Clock.case_id == case_id))
+            }
         for p in plans:
             row = existing.get((p.department, p.kind))
             if row is None:
                 row = Clock(case_id=case_id, department=p.department, kind=p.kind)
                 session.add(row)
+                existing[(p.department, p.kind)] = row
             row.role = p.role
             row.due_at, row.step, row.repeats, row.working = p.due_at, p.step, 0, p.working
             row.state = rules.state_on_arrival(row.state)
@@ -223,17 +248,38 @@ class Engine:
 
     # -- firing ----------------------------------------------------------------------------
     def claim_due(self, session: Session, now: datetime, limit: int) -> list[Clock]:
+        """Every due clock of the cases of the first ``limit`` due clocks. A case's clocks
+        that fall due together fire in one transaction, so that one missed deadline moves
+        the case up once: claimed clock by clock, two instances could each take one of a
+        case's clocks (or a batch limit fall between them) and each escalate the case.
+
+        PostgreSQL: those cases are locked ``FOR UPDATE SKIP LOCKED`` (a case another
+        instance is firing stays with it until it commits), then their due clocks read
+        again under the lock. SQLite: one writer at a time; the clocks are fenced by their
+        version."""
         due = (Clock.state == rules.RUNNING, Clock.due_at <= now)
+        first = select(Clock.case_id).where(*due).order_by(Clock.due_at).limit(limit)
+        case_ids = set(session.scalars(first))
+        if not case_ids:
+            return []
         if self.skip_locked:
+            lock = select(CaseRow.case_id).with_for_update(skip_locked=True)
+            locked = list(session.scalars(
+                lock.where(CaseRow.case_id.in_(case_ids)).order_by(CaseRow.case_id)))
+            if not locked:  # another instance fires these: take other cases with due clocks
+                has_due = select(Clock.id).where(Clock.case_id == CaseRow.case_id, *due)
+                locked = list(session.scalars(lock.where(has_due.exists()).limit(limit)))
+            if not locked:
+                return []
             return list(session.scalars(
-                select(Clock).where(*due).order_by(Clock.due_at).limit(limit)
-                .with_for_update(skip_locked=True)
+                select(Clock).where(*due, Clock.case_id.in_(locked)).order_by(Clock.due_at)
+                .with_for_update()
             ))
         table = Clock.__table__
-        first: Select[Any] = select(Clock.id).where(*due).order_by(Clock.due_at).limit(limit)
         ids = list(session.execute(
             update(table)
-            .where(table.c.id.in_(first.scalar_subquery()), table.c.state == rules.RUNNING)
+            .where(table.c.case_id.in_(case_ids), table.c.state == rules.RUNNING,
+                   table.c.due_at <= now)
             .values(version=table.c.version + 1)
             .returning(table.c.id)
         ).scalars())
@@ -423,19 +469,30 @@ class Engine:
             q = q.where(SupervisionItem.state == state)
         if tier:
             q = q.where(SupervisionItem.tier == tier)
-        if grid:
-            q = q.where(SupervisionItem.grid_code.startswith(grid, autoescape=True))
+        if grid:  # a subtree: a range of codes (ix_supervision_grid), not a LIKE
+            q = q.where(SupervisionItem.grid_code >= grid,
+                        *([SupervisionItem.grid_code < upper]
+                          if (upper := _next_prefix(grid)) is not None else []))
         if department:
             q = q.where(SupervisionItem.department == department)
         if case_id:
             q = q.where(SupervisionItem.case_id == case_id)
-        total = session.scalar(select(func.count()).select_from(q.order_by(None).subquery()))
+        total = session.scalar(q.with_only_columns(func.count()).order_by(None))
         rows = session.scalars(
             q.order_by(SupervisionItem.opened_at.desc(), SupervisionItem.id.desc())
             .limit(per_page).offset((page - 1) * per_page)
         ).all()
         return {"items": [ledger_view(i, now) for i in rows], "page": page,
                 "per_page": per_page, "total": total or 0}
+
+
+def _next_prefix(code: str) -> str | None:
+    """The smallest digit string above every string that starts with ``code`` (None: none
+    is, ``code`` being all nines)."""
+    stripped = code.rstrip("9")
+    if not stripped:
+        return None
+    return stripped[:-1] + chr(ord(stripped[-1]) + 1)
 
 
 def ledger_view(item: SupervisionItem, now: datetime) -> dict[str, Any]:

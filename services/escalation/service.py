@@ -47,17 +47,21 @@ class EscalationService(Observed):
     def engine(self) -> Engine:
         return Engine(self.ref, self.name, claim_with_skip_locked=is_postgres(self.db.engine))
 
-    def _handle(self, events: list[Event], consumer: str, method: str) -> None:
+    def _handle(self, events: list[Event], consumer: str, method: str,
+                preload: bool = False) -> None:
         now = self.clock.now()
         engine = self.engine
         with self.db.transaction() as tx:
-            for ev in tx.fresh(events, consumer):
+            fresh = tx.fresh(events, consumer)
+            if preload and fresh:
+                engine.preload(tx.session, (ev.case_id for ev in fresh))
+            for ev in fresh:
                 getattr(engine, method)(tx, ev, now)
 
     # -- events ----------------------------------------------------------------------------
     @event_handler("case.routed")
     def on_routed(self, events: list[Event]) -> None:
-        self._handle(events, "escalation.on_routed", "on_routed")
+        self._handle(events, "escalation.on_routed", "on_routed", preload=True)
 
     @event_handler("assignments.added")
     def on_added(self, events: list[Event]) -> None:
