@@ -98,6 +98,7 @@ class OutboxRelay:
         publisher: ConfirmingPublisher,
         *,
         hold_claims: bool,
+        mark_sessions: Callable[[], Session] | None = None,
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
         max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
@@ -105,8 +106,12 @@ class OutboxRelay:
         service: str | None = None,
     ) -> None:
         """``service`` labels the relay's metrics; by default the service its publisher
-        speaks for (``gridflow.<service>``, the container's BrokerPublisher)."""
+        speaks for (``gridflow.<service>``, the container's BrokerPublisher).
+        ``mark_sessions``: where rows read apart from their marking (SQLite) are marked
+        sent, by default ``sessions``; the service's Store gives sessions that need not wait
+        for the disk (``shared.db.DURABLE``): a mark lost in a power cut sends rows again."""
         self.sessions = sessions
+        self.mark_sessions = mark_sessions or sessions
         self.model = model
         self.publisher = publisher
         self.hold_claims = hold_claims
@@ -147,7 +152,7 @@ class OutboxRelay:
             session.expunge_all()
         if not rows:
             return 0
-        with self.sessions() as session, session.begin():
+        with self.mark_sessions() as session, session.begin():
             return self._publish_rows(session, rows)
 
     def _publish_rows(self, session: Session, rows: list[Any]) -> int:

@@ -28,9 +28,14 @@ class ReferenceData:
     source: Path
 
 
+# libyaml's parser when PyYAML has it: a 50,000-cell district.yaml (46 MB) takes ~35 s with
+# it and several times that with the pure-Python SafeLoader (tests/bench/case_queries.py)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read(path: Path) -> dict:
     with path.open(encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        return yaml.load(fh, Loader=_LOADER)  # a safe loader, C or Python
 
 
 @lru_cache(maxsize=8)

@@ -69,6 +69,9 @@ class SupervisionItem(Base):
     __tablename__ = "supervision"
     __table_args__ = (
         Index("ix_supervision_state", "state", "tier"),
+        # the ledger is listed newest first, whole or by state: a page without a sort
+        Index("ix_supervision_opened", "opened_at", "id"),
+        Index("ix_supervision_state_opened", "state", "opened_at", "id"),
         Index("ix_supervision_grid", "grid_code"),
         Index("ix_supervision_department", "department", "state"),
         Index("ix_supervision_case", "case_id", "department", "kind"),

@@ -29,12 +29,15 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     or_,
     select,
     true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from shared.catalogue import Catalogue
 from shared.grid import CELL_CODE_LENGTH, GridNode, GridRegistry
@@ -47,6 +50,34 @@ from .store import cases as C
 
 
 # -- filters as SQL --------------------------------------------------------------------------
+class _Unindexed(FunctionElement[Any]):
+    """``unindexed(col)``: see ``_unindexed``."""
+
+    name = "unindexed"
+    inherit_cache = True
+
+
+@compiles(_Unindexed)
+def _unindexed_anywhere(element: _Unindexed, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)  # the column itself: PostgreSQL's planner
+    # has statistics of ranges and picks the period or the subtree by their sizes
+
+
+@compiles(_Unindexed, "sqlite")
+def _unindexed_sqlite(element: _Unindexed, compiler: Any, **kw: Any) -> str:
+    return f"({compiler.process(element.clauses, **kw)} || '')"
+
+
+def _unindexed(col: Any) -> ColumnElement[Any]:
+    """``col`` as an expression no index orders or filters by on SQLite (``col || ''``),
+    for a term that must not pick the plan: SQLite keeps no statistics of ranges, and would
+    walk a whole index in this column's order (to skip a sort, or for an equality it guesses
+    to be rare) instead of the period's range on a covering index. Elsewhere the column."""
+    fn = _Unindexed(col)
+    fn.type = col.type
+    return fn
+
+
 def next_prefix(code: str) -> str | None:
     """The smallest digit string above every string that starts with ``code`` (None when
     ``code`` is all nines: nothing is above)."""
@@ -61,17 +92,21 @@ def _prefix(col: Any, code: str) -> list[ColumnElement[bool]]:
     return [col >= code, *([col < upper] if upper is not None else [])]
 
 
-def within(code: str | None) -> list[ColumnElement[bool]]:
+def within(code: str | None, *, indexed: bool = True) -> list[ColumnElement[bool]]:
     """The cases in the subtree of grid node ``code`` (None: every case). A case's
     ``grid_code`` is its cell (15 digits); a node above the cells is a prefix of it, a
-    building (below the cells) is the case's ``building_code``."""
+    building (below the cells) is the case's ``building_code``. ``indexed=False``: a
+    filter on the rows another index finds (a period's), not a range to search."""
     if not code:
         return []
+    grid_code, building_code = C.c.grid_code, C.c.building_code
+    if not indexed:
+        grid_code, building_code = _unindexed(grid_code), _unindexed(building_code)
     if len(code) < CELL_CODE_LENGTH:
-        return _prefix(C.c.grid_code, code)
+        return _prefix(grid_code, code)
     if len(code) == CELL_CODE_LENGTH:
-        return [C.c.grid_code == code]
-    return _prefix(C.c.building_code, code)
+        return [grid_code == code]
+    return _prefix(building_code, code)
 
 
 def period(col: Any, f: m.Filters) -> list[ColumnElement[bool]]:
@@ -79,19 +114,35 @@ def period(col: Any, f: m.Filters) -> list[ColumnElement[bool]]:
     return [*([col >= f.since] if f.since else []), *([col < f.until] if f.until else [])]
 
 
-def has_department(department: str | None) -> list[ColumnElement[bool]]:
-    """Cases with an assignment of ``department`` (returned ones included)."""
+def has_department(department: str | None, *, probe: bool = False) -> list[ColumnElement[bool]]:
+    """Cases with an assignment of ``department`` (returned ones included): the department's
+    case keys, read from ``ix_assignments_dept_state_case`` once; or, with ``probe`` (the
+    cases are a period's, found by its index), each case's assignment looked up by its key
+    (``uq_assignment``) instead of the department's whole history."""
     if not department:
         return []
-    return [exists().where(A.c.case_pk == C.c.pk, A.c.department == department)]
+    if probe:
+        return [exists().where(A.c.case_pk == C.c.pk, A.c.department == department)]
+    return [C.c.pk.in_(select(A.c.case_pk).where(A.c.department == department))]
 
 
 def _on_cases(q: Select[Any], case_where: list[ColumnElement[bool]]) -> Select[Any]:
-    """A query of assignments, kept to those whose case meets ``case_where`` (joined only
-    when there is a condition: the whole table needs no join)."""
+    """A query of assignments, kept to those whose case meets ``case_where`` (no condition
+    when there is none: the whole table needs no join). The cases are picked first (by
+    their own indexes) and their assignments looked up by case: a join would let the
+    planner walk every assignment in department order and look up its case."""
     if not case_where:
         return q
-    return q.select_from(A.join(C, A.c.case_pk == C.c.pk)).where(*case_where)
+    return q.where(A.c.case_pk.in_(select(C.c.pk).where(*case_where)))
+
+
+def _of_cases(q: Select[Any], case_where: list[ColumnElement[bool]]) -> Select[Any]:
+    """``_on_cases`` for a query of assignments that has its own period: the period's index
+    finds the assignments, and each one's case (by its primary key) is checked against
+    ``case_where`` (which should use no index: ``within(…, indexed=False)``)."""
+    if not case_where:
+        return q
+    return q.select_from(A.join(C, C.c.pk == A.c.case_pk)).where(*case_where)
 
 
 def _node(grid: GridRegistry, code: str | None) -> GridNode:
@@ -101,9 +152,19 @@ def _node(grid: GridRegistry, code: str | None) -> GridNode:
     return node
 
 
-def _within_node(grid: GridRegistry, node: GridNode) -> list[ColumnElement[bool]]:
-    """``within`` the node; the district is every case (no condition to evaluate)."""
-    return [] if node is grid.root else within(node.code)
+def _within_node(grid: GridRegistry, node: GridNode,
+                 filters: m.Filters | None = None) -> list[ColumnElement[bool]]:
+    """``within`` the node; the district is every case (no condition to evaluate). With a
+    period the period's index finds the rows and the subtree filters them (a street holds
+    a third of the district's cases, a month a twelfth of the year's); without one the
+    subtree's range of cell codes is searched."""
+    if node is grid.root:
+        return []
+    return within(node.code, indexed=not _has_period(filters))
+
+
+def _has_period(filters: m.Filters | None) -> bool:
+    return filters is not None and (filters.since is not None or filters.until is not None)
 
 
 def _dialect(session: Session) -> str:
@@ -151,8 +212,9 @@ def funnel(session: Session, grid: GridRegistry, filters: m.Filters,
     - ``node`` and ``path``: the node, and its breadcrumbs from the district down.
     """
     node = _node(grid, filters.grid)
-    in_grid = _within_node(grid, node)
-    where = [*in_grid, *period(C.c.reported_at, filters), *has_department(filters.department)]
+    in_grid = _within_node(grid, node, filters)
+    in_dept = has_department(filters.department, probe=_has_period(filters))
+    where = [*in_grid, *period(C.c.reported_at, filters), *in_dept]
     key = _child_key(grid, node)
     child = (func.substr(key[0], 1, key[1]) if key else literal(None)).label("child")
     inner = select(child, C.c.state, C.c.tier).where(*where).subquery()
@@ -211,15 +273,17 @@ def measures(session: Session, grid: GridRegistry, catalogue: Catalogue, filters
              now: datetime, top: int = m.DEFAULT_TOP) -> dict[str, Any]:
     """Every measure of ``measures`` for the filters, with numerators and denominators."""
     node = _node(grid, filters.grid)
-    in_grid = _within_node(grid, node)
+    in_grid = _within_node(grid, node, filters)
     dept = filters.department
     dept_eq = [A.c.department == dept] if dept else []
+    in_dept = has_department(dept, probe=_has_period(filters))
 
     # the cohort: cases reported in the period → 解决率, 返工率, 高发
     reworked = C.c.pk.in_(select(A.c.case_pk).where(A.c.reworks > 0))
     inner = select(
-        C.c.category, C.c.state, case((reworked, 1), else_=0).label("reworked")
-    ).where(*in_grid, *period(C.c.reported_at, filters), *has_department(dept)).subquery()
+        _unindexed(C.c.category).label("category"), C.c.state,
+        case((reworked, 1), else_=0).label("reworked")
+    ).where(*in_grid, *period(C.c.reported_at, filters), *in_dept).subquery()
     cohort = m.cohort_of(
         (cat, state, bool(rw), n) for cat, state, rw, n in session.execute(
             select(inner.c.category, inner.c.state, inner.c.reworked, func.count())
@@ -234,10 +298,10 @@ def measures(session: Session, grid: GridRegistry, catalogue: Catalogue, filters
             A.c.resolved_at > A.c.resolve_due),
     )
     closed_q = select(
-        C.c.tier, case((late, 0), else_=1).label("on_time"),
+        _unindexed(C.c.tier).label("tier"), case((late, 0), else_=1).label("on_time"),
         _seconds(session, C.c.reported_at, C.c.closed_at).label("secs"),
-    ).where(C.c.state == CaseState.CLOSED, C.c.closed_at.is_not(None), *in_grid,
-            *period(C.c.closed_at, filters), *has_department(dept)).subquery()
+    ).where(_unindexed(C.c.state) == CaseState.CLOSED, C.c.closed_at.is_not(None), *in_grid,
+            *period(C.c.closed_at, filters), *in_dept).subquery()
     closed_rows = session.execute(
         select(closed_q.c.tier, func.count(), func.sum(closed_q.c.on_time),
                func.sum(closed_q.c.secs)).group_by(closed_q.c.tier)
@@ -257,12 +321,12 @@ def measures(session: Session, grid: GridRegistry, catalogue: Catalogue, filters
         A.c.state != AssignmentState.RETURNED, *period(A.c.first_report_in_due, filters),
         *dept_eq,
     ], in_grid, and_(A.c.acknowledged_at.is_not(None),
-                     A.c.acknowledged_at <= A.c.first_report_in_due))
+                     A.c.acknowledged_at <= A.c.first_report_in_due), _has_period(filters))
     resolved_rows = _by_department(session, [
-        A.c.resolved_at.is_not(None), A.c.state == AssignmentState.RESOLVED,
+        A.c.resolved_at.is_not(None), _unindexed(A.c.state) == AssignmentState.RESOLVED,
         *period(A.c.resolved_at, filters), *dept_eq,
     ], in_grid, and_(A.c.resolve_missed.is_(False), A.c.resolve_due.is_not(None),
-                     A.c.resolved_at <= A.c.resolve_due))
+                     A.c.resolved_at <= A.c.resolve_due), _has_period(filters))
     assigned = dict(session.execute(_on_cases(
         select(A.c.department, func.count()).where(*dept_eq),
         [*in_grid, *period(C.c.reported_at, filters)],
@@ -294,13 +358,13 @@ def measures(session: Session, grid: GridRegistry, catalogue: Catalogue, filters
 
 
 def _by_department(session: Session, where: list[ColumnElement[bool]],
-                   in_grid: list[ColumnElement[bool]],
-                   good: ColumnElement[bool]) -> dict[str, tuple[int, int]]:
+                   in_grid: list[ColumnElement[bool]], good: ColumnElement[bool],
+                   period_given: bool) -> dict[str, tuple[int, int]]:
     """department → (assignments matching ``where``, those of them that are ``good``)."""
-    q = _on_cases(select(A.c.department, func.count(), func.sum(case((good, 1), else_=0)))
-                  .where(*where), in_grid)
-    return {d: (int(n), int(g or 0))
-            for d, n, g in session.execute(q.group_by(A.c.department)).all()}
+    dept = _unindexed(A.c.department)  # grouped after the period's range, not by walking
+    q = select(dept, func.count(), func.sum(case((good, 1), else_=0))).where(*where)
+    q = _of_cases(q, in_grid) if period_given else _on_cases(q, in_grid)
+    return {d: (int(n), int(g or 0)) for d, n, g in session.execute(q.group_by(dept)).all()}
 
 
 def _ratings(session: Session, filters: m.Filters,
@@ -330,13 +394,14 @@ def _ratings(session: Session, filters: m.Filters,
         bounds = [*([at >= func.julianday(filters.since.isoformat())] if filters.since else []),
                   *([at < func.julianday(filters.until.isoformat())] if filters.until else [])]
     satisfied = and_(score > UNSATISFIED_SCORE, not_false)
+    rated = C.c.ratings != literal_column("'[]'")  # ix_cases_rated's condition
     row = session.execute(
         select(func.count(), func.sum(case((satisfied, 1), else_=0)))
         .select_from(C.join(r, true()))
-        .where(C.c.rate_until.is_not(None),
+        .where(rated, C.c.rate_until.is_not(None),
                *([C.c.rate_until >= filters.since] if filters.since else []),
                *([C.c.reported_at < filters.until] if filters.until else []),
-               *in_grid, *has_department(filters.department), *bounds)
+               *in_grid, *has_department(filters.department, probe=_has_period(filters)), *bounds)
     ).one()
     return int(row[1] or 0), int(row[0] or 0)
 
@@ -354,7 +419,7 @@ def case_list(session: Session, filters: m.Filters, state: str | None = None,
     offset = max(0, int(offset))
     root = grid is not None and filters.grid == grid.root.code
     where = [*within(None if root else filters.grid), *period(C.c.reported_at, filters),
-             *has_department(filters.department)]
+             *has_department(filters.department, probe=_has_period(filters))]
     if state == m.OPEN:
         where.append(C.c.state.in_(CaseState.OPEN))
     elif state:

@@ -77,15 +77,32 @@ cases = Table(
     Column("closed_at", UTCDateTime()),
     Column("rate_until", UTCDateTime()),
     Column("ratings", JsonColumn, nullable=False, default=list),
-    Index("ix_cases_state", "state"),
-    Index("ix_cases_grid", "grid_code"),
-    Index("ix_cases_reported", "reported_at"),
-    Index("ix_cases_duplicates", "category", "reported_at"),
-    # the monitor's measures (queries.py): cases closed in a period, case lists by tier,
-    # ratings given in a period (only cases whose rating window reaches it can hold one)
-    Index("ix_cases_closed", "closed_at"),
+    # Every list and count of cases is served by one of these, at a million cases and more
+    # (tests/bench/case_queries.py; tests/service/test_query_plans.py holds the plans).
+    # Lists are newest first: (…, reported_at) plus the primary key (SQLite's rowid is in
+    # every index) give that order without a sort.
+    Index("ix_cases_reported_pk", "reported_at", "pk"),
+    Index("ix_cases_state_reported", "state", "reported_at", "pk"),  # lists/counts by state
     Index("ix_cases_tier", "tier", "reported_at"),
-    Index("ix_cases_rate_until", "rate_until"),
+    Index("ix_cases_duplicates", "category", "reported_at"),
+    # covering indexes of the funnel and the measures: the cases reported in a period
+    # (state, tier, cell, category read from the index alone), the cases of a grid subtree
+    # (a range of cell codes), the cases closed in a period
+    Index("ix_cases_period", "reported_at", "state", "tier", "grid_code", "category",
+          postgresql_include=["pk"]),
+    Index("ix_cases_grid_cover", "grid_code", "reported_at", "state", "tier", "category",
+          postgresql_include=["pk"]),
+    Index("ix_cases_building", "building_code", postgresql_where=text("building_code IS NOT NULL"),
+          sqlite_where=text("building_code IS NOT NULL")),
+    Index("ix_cases_closed_cover", "closed_at", "state", "tier", "reported_at", "grid_code",
+          postgresql_include=["pk"]),
+    # ratings given in a period: only cases whose rating window reaches it can hold one, and
+    # only the rated ones (a partial index; queries.RATED is its condition)
+    Index("ix_cases_rated", "rate_until", postgresql_where=text("ratings <> '[]'::jsonb"),
+          sqlite_where=text("ratings <> '[]'")),
+    # replaced by the covering ones above; dropped from older databases at start
+    info={"superseded_indexes": ("ix_cases_state", "ix_cases_grid", "ix_cases_reported",
+                                 "ix_cases_closed", "ix_cases_rate_until")},
 )
 
 assignments = Table(
@@ -111,13 +128,18 @@ assignments = Table(
     Column("return_code", String(32), nullable=False, default=""),
     Column("return_note", Text, nullable=False, default=""),
     UniqueConstraint("case_pk", "department", name="uq_assignment"),
-    Index("ix_assignments_department", "department", "state"),
-    # the monitor's measures (queries.py): report-ins due and resolutions in a period, and
-    # the few cases ever reworked (a partial index: most assignments never are)
-    Index("ix_assignments_first_report_in_due", "first_report_in_due"),
-    Index("ix_assignments_resolved", "resolved_at"),
+    Index("ix_assignments_dept_state_case", "department", "state", "case_pk"),
+    # the monitor's measures (queries.py): report-ins due and resolutions in a period
+    # (covering: counted per department from the index alone), and the few cases ever
+    # reworked (a partial index: most assignments never are)
+    Index("ix_assignments_report_in_due_cover", "first_report_in_due", "department", "state",
+          "acknowledged_at", "case_pk"),
+    Index("ix_assignments_resolved_cover", "resolved_at", "department", "state", "resolve_missed",
+          "resolve_due", "case_pk"),
     Index("ix_assignments_reworked", "case_pk", postgresql_where=text("reworks > 0"),
           sqlite_where=text("reworks > 0")),
+    info={"superseded_indexes": ("ix_assignments_department",
+                                 "ix_assignments_first_report_in_due", "ix_assignments_resolved")},
 )
 
 timeline = Table(

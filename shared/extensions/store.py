@@ -17,6 +17,7 @@ from shared.db import (
     create_tables,
     is_postgres,
     make_engine,
+    non_durable,
     service_database_url,
 )
 from shared.extensions.auth import audit_committed, pending_audit
@@ -87,6 +88,7 @@ class Store(DependencyProvider):
             self.outbox_model,
             self.broker.publisher,
             hold_claims=is_postgres(self.engine),
+            mark_sessions=sessionmaker(non_durable(self.engine), expire_on_commit=False),
             batch_size=self.settings.relay_batch,
             poll_interval_s=self.settings.poll_interval_s,
             max_backoff_s=float(

@@ -20,12 +20,12 @@ import eventlet
 import kombu
 import pytest
 from nameko.testing.utils import find_free_port
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from shared.amqp import topology as topo
 from shared.amqp.publisher import ConfirmingPublisher, OutgoingMessage, PublishError
-from shared.db import create_tables, is_postgres, make_engine
+from shared.db import create_tables, is_postgres, make_engine, non_durable
 from shared.events import Event
 from shared.outbox import OutboxRelay, outbox_row
 from shared.unit_of_work import UnitOfWork, messaging_tables
@@ -163,6 +163,33 @@ def test_committed_rows_are_published_with_their_properties_and_marked_sent(
 
     assert relay.drain() == 0  # sent rows are not sent again
     assert sunk(broker) == []
+
+
+def test_on_sqlite_only_the_marking_of_sent_rows_skips_the_wait_for_the_disk(
+    engine: Engine, sessions: sessionmaker[Session], publisher: ConfirmingPublisher,
+    database_url: str | None,
+) -> None:
+    """A 2xx or an ack waits for the fsync; the relay's "sent" marks need not (lost in a
+    power cut, the rows go out again and consumers drop them)."""
+    if database_url:
+        pytest.skip("SQLite's per-transaction safety level")
+    writes: set[tuple[str, str]] = set()  # (safety level, statement)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        verb = statement.split()[0]
+        if verb in ("INSERT", "UPDATE"):
+            level = cursor.connection.execute("PRAGMA synchronous").fetchone()[0]
+            writes.add(({1: "NORMAL", 2: "FULL"}[level], verb))
+
+    with uow(sessions) as tx:
+        tx.emit(reported(1))
+    relay = OutboxRelay(sessions, Outbox, publisher, hold_claims=False,
+                        mark_sessions=sessionmaker(non_durable(engine)))
+    assert relay.drain() == 1
+    event.remove(engine, "before_cursor_execute", seen)
+    assert writes == {("FULL", "INSERT"), ("NORMAL", "UPDATE")}
+    assert rows(sessions)[0].sent_at is not None
 
 
 def test_rolled_back_unit_of_work_publishes_nothing(
