@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -40,11 +41,11 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "bench"),
-                str(ROOT / "tests" / "chaos"), str(Path(__file__).parent)]
+                str(Path(__file__).parent)]
 
-from common import pct, vhost  # noqa: E402
-from databases import drop_database, fresh_database  # noqa: E402
+from common import pct, pg_database, vhost  # noqa: E402
 from raw_chain import run_chain  # noqa: E402
+from sampling import Sampler  # noqa: E402
 
 from gridflow import PIPELINE  # noqa: E402
 from support import bearer, issue_key, stop_processes  # noqa: E402
@@ -262,6 +263,12 @@ def start_pipeline(amqp: str, tmp: Path, port: int, database_url: str | None,
     return procs, api, auth
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def cpu_line(used: dict[str, float], reports: int) -> str:
     wall = used["_wall"]
     parts = [f"{g} {100 * s / wall:.0f}% ({1000 * s / reports:.2f} ms/report)"
@@ -286,7 +293,10 @@ def main() -> int:
     ap.add_argument("--no-raw", action="store_true", help="skip the raw pika chains")
     ap.add_argument("--pg", metavar="ADMIN_URL",
                     help="PostgreSQL (a fresh database is made); default SQLite in a temp dir")
-    ap.add_argument("--port", type=int, default=8055, help="intake's port for the run (8055)")
+    ap.add_argument("--port", type=int, default=0, help="intake's port (default: a free one)")
+    ap.add_argument("--profile", action="store_true",
+                    help="sample the services with py-spy during the maximum-rate phase and "
+                         "say where their time goes")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     args = ap.parse_args()
 
@@ -294,7 +304,7 @@ def main() -> int:
     vhost(name, create=True)
     amqp = f"amqp://guest:guest@127.0.0.1:5672/{name}"
     tmp = Path(tempfile.mkdtemp(prefix="gridflow-bench-"))
-    db_url = fresh_database(args.pg) if args.pg else None
+    db_url = pg_database(args.pg, name, create=True) if args.pg else None
     figures: dict[str, Any] = {"database": "PostgreSQL" if db_url else "SQLite",
                                "cores": os.cpu_count()}
     procs: dict[str, subprocess.Popen] = {}
@@ -306,7 +316,7 @@ def main() -> int:
                 figures[f"raw_{mode}"] = r = run_chain(amqp, mode, args.raw_count)
                 say(f"  {r['per_s']:,.0f} messages/s")
         say(f"starting the four services ({figures['database']}) …")
-        procs, api, auth = start_pipeline(amqp, tmp, args.port, db_url)
+        procs, api, auth = start_pipeline(amqp, tmp, args.port or free_port(), db_url)
         sink = Dispatches(amqp)
         client = Client(api, auth, args.clients)
         meter = CpuMeter({
@@ -319,9 +329,16 @@ def main() -> int:
         sink.wait_for([client.post("warm")[0] for _ in range(20)])
 
         say(f"maximum rate: {args.count:,} single reports from {args.clients} clients …")
+        sampler = Sampler({s: p.pid for s, p in procs.items()})
+        if args.profile:
+            if not sampler.available:
+                say("  py-spy is not installed: no profile (pip install py-spy)")
+            sampler.start()
         meter.start()
         rate, answer = max_rate(client, sink, args.count)
         used = meter.stop()
+        if args.profile:
+            figures["profile"] = sampler.result()
         figures["max_rate"] = rate
         figures["max_answer_ms"] = answer * 1000
         figures["cpu_single"] = {g: s / args.count * 1000 for g, s in used.items() if g != "_wall"}
@@ -348,7 +365,7 @@ def main() -> int:
         stop_processes(procs.values())
         vhost(name, create=False)
         if db_url:
-            drop_database(args.pg, db_url)
+            pg_database(args.pg, name, create=False)
     print_summary(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
@@ -374,6 +391,9 @@ def print_summary(f: dict[str, Any]) -> None:
     for key, label in (("cpu_single", "single"), ("cpu_bulk", "bulk")):
         cpu = ", ".join(f"{g} {ms:.2f}" for g, ms in f[key].items())
         print(f"  CPU ms per report ({label}): {cpu}")
+    for service, shares in f.get("profile", {}).items():
+        where = ", ".join(f"{k} {v:.0f} %" for k, v in shares.items())
+        print(f"  where {service}'s time goes (single reports): {where}")
 
 
 if __name__ == "__main__":
