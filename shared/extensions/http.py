@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import eventlet
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu import exceptions as kombu_exc
 from marshmallow import Schema, ValidationError
@@ -268,12 +269,21 @@ json_http = JsonHttpHandler.decorator
 
 
 def _start_without_nagle(self: WebServer) -> None:
-    """nameko's web server, with TCP_NODELAY on its socket (accepted connections inherit
-    it): eventlet writes a response's headers and body apart, and Nagle's algorithm held a
-    large body back for the client's delayed ACK — 44 ms on every answer over a few KB."""
-    _nameko_start(self)
-    if self._sock is not None:
+    """nameko's web server start, with two changes to its socket:
+
+    - TCP_NODELAY (accepted connections inherit it): eventlet writes a response's headers
+      and body apart, and Nagle's algorithm held a large body back for the client's delayed
+      ACK — 44 ms on every answer over a few KB;
+    - no SO_REUSEPORT (eventlet sets it by default): a second process told to listen on a
+      port in use must fail to start, not silently take half of the first one's requests.
+    """
+    if not self._starting:
+        self._starting = True
+        self._sock = eventlet.listen(self.bind_addr, reuse_port=False)
+        self._sock.settimeout(None)  # nameko's workaround of kombu#838
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
+        self._gt = self.container.spawn_managed_thread(self.run)
 
 
 _nameko_start = WebServer.start
