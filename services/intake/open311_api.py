@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from marshmallow import ValidationError
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Request, Response
 
 from shared import access
@@ -62,7 +61,7 @@ class Open311Api:
     form_key = FormKey()  # the form's api_key, through intake's gate
 
     if TYPE_CHECKING:
-        def _register(self, body: dict[str, Any], summary: dict[str, Any], fingerprint: str,
+        def _register(self, report: reports.TakenReport,
                       now: Any) -> tuple[int, dict[str, Any]]: ...
 
     @_both("GET", "discovery")
@@ -178,10 +177,7 @@ class Open311Api:
             self.form_key.refused(request, exc)
             raise _refusal(exc) from None
         fingerprint = reports.body_fingerprint(open311.canonical(p.key_id, items))
-        try:
-            status, out = self._register(body, summary, fingerprint, now)
-        except IntegrityError:  # the same form raced in; it is there now
-            status, out = self._register(body, summary, fingerprint, now)
+        status, out = self._register(reports.TakenReport(body, summary, fingerprint), now)
         return status, open311.created(out["case_id"], report_id,
                                        open311.service_notice(category, cat),
                                        form.get("account_id"))

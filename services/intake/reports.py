@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
@@ -101,6 +101,14 @@ class BulkBody(Schema):
         required=True,
         validate=validate.Length(min=1, max=MAX_BULK),
     )
+
+
+class TakenReport(NamedTuple):
+    """A report that passed validation: its body, its case summary, its body's hash."""
+
+    body: dict[str, Any]
+    summary: dict[str, Any]
+    fingerprint: str
 
 
 def bulk_item(raw: Any) -> dict[str, Any]:

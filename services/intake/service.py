@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 import eventlet
 from marshmallow import Schema, ValidationError
@@ -59,6 +59,7 @@ from .measures import (
 from .model import who
 from .open311_api import Open311Api
 from .openapi_api import OpenApiDocs
+from .reports import TakenReport
 from .store import Base, Inbox, Outbox, Report, cases
 
 RPC_TIMEOUT_S = 10.0
@@ -82,14 +83,6 @@ PIPELINE: dict[str, Callable[[Case, dict[str, Any]], None]] = {
 }
 
 
-class TakenReport(NamedTuple):
-    """A report that passed validation: its body, its case summary, its body's hash."""
-
-    body: dict[str, Any]
-    summary: dict[str, Any]
-    fingerprint: str
-
-
 class IntakeService(LoopApi, AdminApi, Open311Api, OpenApiDocs, Observed):
     name = "intake"
 
@@ -108,7 +101,10 @@ class IntakeService(LoopApi, AdminApi, Open311Api, OpenApiDocs, Observed):
         raw = read_json(request)
         body = reports.ReportBody().load(raw)
         now = self.clock.now()
-        report = self._checked(body, raw, now)
+        return self._register(self._checked(body, raw, now), now)
+
+    def _register(self, report: TakenReport, now: Any) -> tuple[int, dict[str, Any]]:
+        """Store one report in a transaction of its own (see ``_take``)."""
         try:
             with self.db.transaction() as tx:
                 return self._take(tx, report, now)
