@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -274,7 +275,7 @@ def cpu_line(used: dict[str, float], reports: int) -> str:
     parts = [f"{g} {100 * s / wall:.0f}% ({1000 * s / reports:.2f} ms/report)"
              for g, s in used.items() if g != "_wall" and s > 0]
     total = sum(s for g, s in used.items() if g != "_wall")
-    return "; ".join(parts) + f"; all {100 * total / wall:.0f}% of 200%"
+    return "; ".join(parts) + f"; all {100 * total / wall:.0f}% of {100 * (os.cpu_count() or 1)}%"
 
 
 def main() -> int:
@@ -366,6 +367,7 @@ def main() -> int:
         vhost(name, create=False)
         if db_url:
             pg_database(args.pg, name, create=False)
+        shutil.rmtree(tmp, ignore_errors=True)
     print_summary(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
