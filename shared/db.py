@@ -260,5 +260,21 @@ def _create_missing_indexes(engine: Engine, table: Any, inspector: Any,
             index.create(engine, checkfirst=True)
 
 
+def next_prefix(code: str) -> str | None:
+    """The smallest digit string above every string that starts with ``code`` (None when
+    ``code`` is all nines: nothing is above)."""
+    stripped = code.rstrip("9")
+    if not stripped:
+        return None
+    return stripped[:-1] + chr(ord(stripped[-1]) + 1)
+
+
+def code_range(col: Any, code: str) -> list[Any]:
+    """The rows whose ``col`` starts with ``code`` (a grid subtree) as an index range, not
+    a LIKE, which neither database serves from a B-tree here."""
+    upper = next_prefix(code)
+    return [col >= code, *([col < upper] if upper is not None else [])]
+
+
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from shared.db import code_range
 from shared.events import Event, make_event
 from shared.failures import RetryLater
 from shared.policy import step_of_tier
@@ -469,10 +470,8 @@ class Engine:
             q = q.where(SupervisionItem.state == state)
         if tier:
             q = q.where(SupervisionItem.tier == tier)
-        if grid:  # a subtree: a range of codes (ix_supervision_grid), not a LIKE
-            q = q.where(SupervisionItem.grid_code >= grid,
-                        *([SupervisionItem.grid_code < upper]
-                          if (upper := _next_prefix(grid)) is not None else []))
+        if grid:  # a subtree: a range of codes (ix_supervision_grid)
+            q = q.where(*code_range(SupervisionItem.grid_code, grid))
         if department:
             q = q.where(SupervisionItem.department == department)
         if case_id:
@@ -484,15 +483,6 @@ class Engine:
         ).all()
         return {"items": [ledger_view(i, now) for i in rows], "page": page,
                 "per_page": per_page, "total": total or 0}
-
-
-def _next_prefix(code: str) -> str | None:
-    """The smallest digit string above every string that starts with ``code`` (None: none
-    is, ``code`` being all nines)."""
-    stripped = code.rstrip("9")
-    if not stripped:
-        return None
-    return stripped[:-1] + chr(ord(stripped[-1]) + 1)
 
 
 def ledger_view(item: SupervisionItem, now: datetime) -> dict[str, Any]:

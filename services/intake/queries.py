@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
 from shared.catalogue import Catalogue
+from shared.db import code_range
 from shared.grid import CELL_CODE_LENGTH, GridNode, GridRegistry
 
 from . import measures as m
@@ -78,20 +79,6 @@ def _unindexed(col: Any) -> ColumnElement[Any]:
     return fn
 
 
-def next_prefix(code: str) -> str | None:
-    """The smallest digit string above every string that starts with ``code`` (None when
-    ``code`` is all nines: nothing is above)."""
-    stripped = code.rstrip("9")
-    if not stripped:
-        return None
-    return stripped[:-1] + chr(ord(stripped[-1]) + 1)
-
-
-def _prefix(col: Any, code: str) -> list[ColumnElement[bool]]:
-    upper = next_prefix(code)
-    return [col >= code, *([col < upper] if upper is not None else [])]
-
-
 def within(code: str | None, *, indexed: bool = True) -> list[ColumnElement[bool]]:
     """The cases in the subtree of grid node ``code`` (None: every case). A case's
     ``grid_code`` is its cell (15 digits); a node above the cells is a prefix of it, a
@@ -103,10 +90,10 @@ def within(code: str | None, *, indexed: bool = True) -> list[ColumnElement[bool
     if not indexed:
         grid_code, building_code = _unindexed(grid_code), _unindexed(building_code)
     if len(code) < CELL_CODE_LENGTH:
-        return _prefix(grid_code, code)
+        return code_range(grid_code, code)
     if len(code) == CELL_CODE_LENGTH:
         return [grid_code == code]
-    return _prefix(building_code, code)
+    return code_range(building_code, code)
 
 
 def period(col: Any, f: m.Filters) -> list[ColumnElement[bool]]:

@@ -14,7 +14,8 @@ from marshmallow import ValidationError
 from services.intake import measures as m
 from services.intake.cases import Case, CaseState
 from services.intake.loop import UNSATISFIED_SCORE
-from services.intake.queries import next_prefix, within
+from services.intake.queries import within
+from shared.db import next_prefix
 from shared.reference import load_reference
 
 REF = load_reference(Path(__file__).resolve().parents[2] / "deploy" / "demo")
